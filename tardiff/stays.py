@@ -1,0 +1,257 @@
+"""The common stay format every extractor writes and every notebook reads.
+
+One sample per ICU stay: (T, F) hourly values of the 8 channels below, in
+physical units, with a mask of what was observed. PhysioNet 2012
+(`tardiff.data`), MIMIC-III and eICU (`data_preprocess/`) and a user's own
+arrays all end up as the same `.npz`, checked by `load_stays`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CHANNELS = ("HR", "SBP", "DBP", "MAP", "RR", "Temp", "SaO2", "Urine")
+UNITS = {"HR": "bpm", "SBP": "mmHg", "DBP": "mmHg", "MAP": "mmHg", "RR": "breaths/min",
+         "Temp": "°C", "SaO2": "%", "Urine": "mL/h"}
+# Physiologically possible range per channel (inclusive). Values outside are
+# recording errors (PhysioNet 2012 uses -1 for "not measured"; 0 bpm, 0 mmHg or
+# a temperature of 1 °C are charting artefacts) and are treated as missing,
+# counted per parameter in the extraction manifest.
+VALID_RANGES = {
+    "HR": (10.0, 300.0),
+    "SBP": (20.0, 300.0),
+    "DBP": (5.0, 250.0),
+    "MAP": (10.0, 300.0),
+    "RR": (1.0, 100.0),
+    "Temp": (20.0, 45.0),
+    "SaO2": (20.0, 100.0),
+    "Urine": (0.0, 5000.0),
+}
+# Urine output is a volume per hour: summed within an hour, every other channel averaged.
+SUM_CHANNELS = frozenset({"Urine"})
+# Transform applied before z-scoring: urine output is heavy tailed (tens of sd at the top).
+LOG_CHANNELS = frozenset({"Urine"})
+
+REQUIRED_KEYS = ("X_raw", "mask", "X", "record_id", "y_mortality", "y_long_stay", "channels")
+LONG_STAY_DAYS = 14
+
+
+class StayFormatError(ValueError):
+    """A stays file or array does not have the documented shape, type or content."""
+
+
+def channel_index(name: str) -> int:
+    return CHANNELS.index(name)
+
+
+def out_of_range(values: np.ndarray, channel_idx: np.ndarray) -> np.ndarray:
+    """Boolean mask of values outside their channel's VALID_RANGES (NaN counts as out)."""
+    low = np.array([VALID_RANGES[c][0] for c in CHANNELS])[channel_idx]
+    high = np.array([VALID_RANGES[c][1] for c in CHANNELS])[channel_idx]
+    with np.errstate(invalid="ignore"):
+        return ~((values >= low) & (values <= high))
+
+
+def bin_hourly(stay_idx: np.ndarray, hour: np.ndarray, channel_idx: np.ndarray,
+               values: np.ndarray, n_stays: int, n_hours: int = 24) -> np.ndarray:
+    """Long-format measurements -> (n_stays, n_hours, F) hourly means (sums for SUM_CHANNELS).
+
+    `hour` is the integer hour since admission; rows outside [0, n_hours) must be
+    dropped by the caller. Vectorised: one bincount, no loop over stays.
+    """
+    n_channels = len(CHANNELS)
+    flat = (stay_idx.astype(np.int64) * n_hours + hour.astype(np.int64)) * n_channels + channel_idx
+    size = n_stays * n_hours * n_channels
+    total = np.bincount(flat, weights=values.astype(np.float64), minlength=size)
+    count = np.bincount(flat, minlength=size).astype(np.float64)
+    total = total.reshape(n_stays, n_hours, n_channels)
+    count = count.reshape(n_stays, n_hours, n_channels)
+    is_sum = np.array([c in SUM_CHANNELS for c in CHANNELS])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        binned = np.where(is_sum, total, total / count)
+    binned[count == 0] = np.nan
+    return binned.astype(np.float32)
+
+
+def prefer(primary: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Per hour, the primary value (e.g. invasive BP) where observed, else the fallback."""
+    return np.where(np.isnan(primary), fallback, primary)
+
+
+def forward_fill(X_raw: np.ndarray) -> np.ndarray:
+    """Carry the last observation forward along time, per stay and channel; leading NaNs stay."""
+    n, t, f = X_raw.shape
+    observed = ~np.isnan(X_raw)
+    last = np.where(observed, np.arange(t)[None, :, None], -1)
+    last = np.maximum.accumulate(last, axis=1)  # (N, T, F): index of the last observed hour
+    filled = np.take_along_axis(X_raw, np.maximum(last, 0), axis=1)
+    filled[last < 0] = np.nan
+    return filled
+
+
+@dataclass
+class Preprocessor:
+    """Imputation and scaling fitted on the training split only, invertible to physical units.
+
+    Model input X = clip((transform(ffill-then-median(X_raw)) - mean) / sd, ±clip), with
+    transform = log1p for LOG_CHANNELS. `to_physical` maps model-space samples back.
+    """
+
+    median: np.ndarray = field(default=None)  # (F,) physical units
+    mean: np.ndarray = field(default=None)    # (F,) transformed units
+    sd: np.ndarray = field(default=None)      # (F,) transformed units
+    clip: float = 5.0
+
+    @classmethod
+    def fit(cls, X_raw_train: np.ndarray, clip: float = 5.0) -> "Preprocessor":
+        flat = X_raw_train.reshape(-1, X_raw_train.shape[-1])
+        if np.isnan(flat).all(axis=0).any():
+            empty = [CHANNELS[i] for i in np.flatnonzero(np.isnan(flat).all(axis=0))]
+            raise StayFormatError(f"channels never observed in the training split: {empty}")
+        median = np.nanmedian(flat, axis=0)
+        transformed = _transform(flat)
+        mean = np.nanmean(transformed, axis=0)
+        sd = np.nanstd(transformed, axis=0)
+        sd = np.where(sd > 1e-6, sd, 1.0)
+        return cls(median=median.astype(np.float32), mean=mean.astype(np.float32),
+                   sd=sd.astype(np.float32), clip=float(clip))
+
+    def impute(self, X_raw: np.ndarray) -> np.ndarray:
+        filled = forward_fill(X_raw)
+        return np.where(np.isnan(filled), self.median, filled).astype(np.float32)
+
+    def to_model(self, X_raw: np.ndarray) -> np.ndarray:
+        z = (_transform(self.impute(X_raw)) - self.mean) / self.sd
+        return np.clip(z, -self.clip, self.clip).astype(np.float32)
+
+    def to_physical(self, X: np.ndarray) -> np.ndarray:
+        return _inverse_transform(np.asarray(X) * self.sd + self.mean).astype(np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"prep_median": self.median, "prep_mean": self.mean, "prep_sd": self.sd,
+                "prep_clip": np.float32(self.clip)}
+
+    @classmethod
+    def from_state(cls, arrays) -> "Preprocessor":
+        return cls(median=np.asarray(arrays["prep_median"]), mean=np.asarray(arrays["prep_mean"]),
+                   sd=np.asarray(arrays["prep_sd"]), clip=float(arrays["prep_clip"]))
+
+
+_LOG_MASK = np.array([c in LOG_CHANNELS for c in CHANNELS])
+
+
+def _transform(x: np.ndarray) -> np.ndarray:
+    return np.where(_LOG_MASK, np.log1p(np.clip(x, 0, None)), x)
+
+
+def _inverse_transform(x: np.ndarray) -> np.ndarray:
+    return np.where(_LOG_MASK, np.expm1(x), x)
+
+
+def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation rows: `val_fraction` of each label value, chosen by `seed`."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    is_val = np.zeros(len(y), dtype=bool)
+    for label in np.unique(y):
+        rows = np.flatnonzero(y == label)
+        n_val = int(round(val_fraction * len(rows)))
+        is_val[rng.choice(rows, size=n_val, replace=False)] = True
+    return is_val
+
+
+def long_stay_label(length_of_stay_days: np.ndarray) -> np.ndarray:
+    """1 where the stay lasted more than LONG_STAY_DAYS, 0 where known and not, -1 where unknown."""
+    los = np.asarray(length_of_stay_days, dtype=np.float64)
+    return np.where(np.isnan(los) | (los < 0), -1, (los > LONG_STAY_DAYS).astype(int)).astype(np.int64)
+
+
+def save_stays(path: str | os.PathLike, **arrays) -> Path:
+    """Validate and write a stays `.npz` (REQUIRED_KEYS plus any extras such as `split`, `prep_*`)."""
+    validate_stays(arrays, source=str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def load_stays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read and validate a stays `.npz`; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"stays file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except Exception as error:  # zipfile/pickle errors: say which file
+        raise StayFormatError(f"{path}: not a readable .npz file ({error})") from error
+    validate_stays(arrays, source=str(path))
+    return arrays
+
+
+def validate_stays(arrays: dict, source: str = "<arrays>") -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise StayFormatError(f"{source}: missing keys {missing}; a stays file needs {list(REQUIRED_KEYS)}")
+    X_raw, mask, X = arrays["X_raw"], arrays["mask"], arrays["X"]
+    if X.ndim != 3:
+        raise StayFormatError(f"{source}: X must be (N, T, F), got shape {X.shape}")
+    n, t, f = X.shape
+    for key in ("X_raw", "mask"):
+        if arrays[key].shape != X.shape:
+            raise StayFormatError(f"{source}: {key} has shape {arrays[key].shape}, X has {X.shape}")
+    for key in ("record_id", "y_mortality", "y_long_stay"):
+        if arrays[key].shape != (n,):
+            raise StayFormatError(f"{source}: {key} must have shape ({n},), got {arrays[key].shape}")
+    if len(arrays["channels"]) != f:
+        raise StayFormatError(f"{source}: {f} features but {len(arrays['channels'])} channel names")
+    if mask.dtype != np.bool_:
+        raise StayFormatError(f"{source}: mask must be bool, got {mask.dtype}")
+    if not np.isfinite(X).all():
+        bad = np.flatnonzero(~np.isfinite(X).reshape(n, -1).all(axis=1))
+        raise StayFormatError(f"{source}: X (model input) has NaN/inf in {len(bad)} stays, "
+                              f"e.g. record_id {arrays['record_id'][bad[:3]].tolist()}")
+    if np.any(mask & np.isnan(X_raw)):
+        raise StayFormatError(f"{source}: mask marks NaN values of X_raw as observed")
+    for key in ("y_mortality",):
+        values = set(np.unique(arrays[key]).tolist())
+        if not values <= {0, 1}:
+            raise StayFormatError(f"{source}: {key} must be 0/1, found {sorted(values)}")
+    if not set(np.unique(arrays["y_long_stay"]).tolist()) <= {-1, 0, 1}:
+        raise StayFormatError(f"{source}: y_long_stay must be -1 (unknown), 0 or 1")
+    ids = arrays["record_id"]
+    if len(np.unique(ids)) != n:
+        raise StayFormatError(f"{source}: duplicated record_id values, e.g. "
+                              f"{pd.Series(ids)[pd.Series(ids).duplicated()].head(3).tolist()}")
+
+
+def cohort_summary(arrays: dict, name: str = "") -> pd.DataFrame:
+    """One row per channel: observed fraction and mean ± sd (physical units) by mortality label."""
+    X_raw, mask, y = arrays["X_raw"], arrays["mask"], arrays["y_mortality"]
+    channels = [str(c) for c in arrays["channels"]]
+    rows = []
+    for j, channel in enumerate(channels):
+        row = {"dataset": name, "channel": channel, "unit": UNITS.get(channel, ""),
+               "observed_fraction": float(mask[:, :, j].mean())}
+        for label, tag in ((0, "survived"), (1, "died")):
+            values = X_raw[y == label][:, :, j]
+            values = values[~np.isnan(values)]
+            row[f"mean_{tag}"] = float(values.mean()) if values.size else np.nan
+            row[f"sd_{tag}"] = float(values.std()) if values.size else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cohort_overview(arrays: dict, name: str = "") -> dict:
+    """Stays, mortality and long-stay rates: the headline numbers of a cohort."""
+    known = arrays["y_long_stay"] >= 0
+    return {"dataset": name, "stays": int(len(arrays["y_mortality"])),
+            "mortality_rate": float(np.mean(arrays["y_mortality"])),
+            "long_stay_rate": float(np.mean(arrays["y_long_stay"][known])) if known.any() else np.nan,
+            "long_stay_known": int(known.sum()),
+            "observed_fraction": float(arrays["mask"].mean())}
