@@ -1,0 +1,59 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · The downstream classifier f_θ
+#
+# TarDiff steers generation with the gradients of a classifier trained on real stays: a bidirectional GRU,
+# one logit, binary cross-entropy. One classifier per task (in-hospital mortality, stay longer than 14 days),
+# trained on set A's training split and selected on its validation split. Set B is not touched here.
+
+# %% tags=["parameters"]
+profile = "default"
+data_dir = ""
+dataset = ""         # empty: the PhysioNet 2012 arrays written by notebook 01
+outputs_dir = "outputs"
+figures_dir = "figures"
+seed = 0
+device = "auto"
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from tardiff import pipeline, plots
+from tardiff.config import get_profile
+
+config = get_profile(profile)
+print(config.guide_classifier, config.guide_train, sep="\n")
+paths = pipeline.paths(outputs_dir)
+dataset = dataset or paths["data"]
+tasks = pipeline.tasks_for(dataset, config.tasks)
+
+# %%
+results = {}
+for task in tasks:
+    real = pipeline.load_real(dataset, task, config, seed=seed)
+    print(real.summary())
+    model, history, validation = pipeline.train_guide_classifier(real, config, paths["models"], seed=seed,
+                                                                 device=device)
+    results[task] = {**validation, "best_epoch": history["best_epoch"], "epochs_run": history["epochs_run"]}
+    plots.classifier_history(history, Path(figures_dir) / f"classifier_history_{task}.png", title=task)
+
+# %% [markdown]
+# Validation performance of f_θ (the test set stays unseen until notebook 05).
+
+# %%
+display(pd.DataFrame(results).T.round(3))

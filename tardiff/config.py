@@ -1,0 +1,99 @@
+"""Named run profiles (nanoGPT style): plain dataclasses, printed at the start of every notebook.
+
+`smoke`: minutes on a laptop, for CI; `default`: all of PhysioNet 2012 sized for a 2-core CPU;
+`paper`: the original's hyper-parameters, for a GPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from tardiff.classifier import ClassifierConfig, TrainConfig
+from tardiff.diffusion import DiffusionConfig, DiffusionTrainConfig
+from tardiff.unet1d import UNetConfig
+
+TASKS = ("mortality", "long_stay")
+METHODS = ("real", "ddpm", "cfg", "classifier_guidance", "tardiff")
+ALPHAS = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass
+class Profile:
+    name: str
+    tasks: tuple = TASKS
+    max_train_stays: int | None = None      # subsample the training split (smoke)
+    max_test_stays: int | None = None
+    # f_theta: the classifier whose gradients guide sampling.
+    guide_classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    guide_train: TrainConfig = field(default_factory=TrainConfig)
+    # The downstream classifier trained again and again for TSTR / TSRTR.
+    eval_classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    eval_train: TrainConfig = field(default_factory=TrainConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    diffusion_train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
+    ddim_steps: int = 20
+    ddim_eta: float = 0.0
+    sample_batch_size: int = 256
+    guidance_scale: float = 1.0             # TarDiff influence guidance
+    classifier_guidance_scale: float = 1.0
+    cfg_scale: float = 1.0
+    sweep_scales: tuple = (0.0, 0.5, 1.0, 2.0, 4.0)
+    n_seeds: int = 3
+    alphas: tuple = ALPHAS
+    bootstrap: int = 1000
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return PROFILES[name]()
+
+
+def _smoke() -> Profile:
+    small = ClassifierConfig(hidden=16, layers=1, dropout=0.0)
+    quick = TrainConfig(max_epochs=3, patience=2, batch_size=64, monitor="loss")
+    return Profile(
+        name="smoke", max_train_stays=300, max_test_stays=300,
+        guide_classifier=small, guide_train=quick, eval_classifier=small, eval_train=quick,
+        unet=UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=()),
+        diffusion_train=DiffusionTrainConfig(steps=30, batch_size=32, warmup=5, checkpoint_every=15,
+                                             log_every=5),
+        ddim_steps=5, sample_batch_size=128, sweep_scales=(0.0, 1.0), n_seeds=2, alphas=(0.2, 1.0),
+        bootstrap=50,
+    )
+
+
+def _default() -> Profile:
+    # Sized for a 2-core CPU: the downstream model is re-trained ~150 times for the tables.
+    guide = ClassifierConfig(hidden=64, layers=2, dropout=0.2)
+    evaluator = ClassifierConfig(hidden=64, layers=2, dropout=0.2)
+    return Profile(
+        name="default",
+        guide_classifier=guide, guide_train=TrainConfig(max_epochs=30, patience=5, monitor="loss"),
+        eval_classifier=evaluator, eval_train=TrainConfig(max_epochs=20, patience=4, monitor="loss"),
+        unet=UNetConfig(),
+        diffusion_train=DiffusionTrainConfig(steps=4000, batch_size=128),
+    )
+
+
+def _paper() -> Profile:
+    # The original's hyper-parameters: UNet 64 channels, mult (1,2,4,4), batch 128, 20,000 steps, lr 1e-4.
+    return Profile(
+        name="paper",
+        guide_classifier=ClassifierConfig(hidden=256), guide_train=TrainConfig(),
+        eval_classifier=ClassifierConfig(hidden=256), eval_train=TrainConfig(),
+        unet=UNetConfig.paper(),
+        diffusion_train=DiffusionTrainConfig(steps=20_000, batch_size=128, lr=1e-4),
+        n_seeds=5,
+    )
+
+
+PROFILES = {"smoke": _smoke, "default": _default, "paper": _paper}
+
+
+def with_overrides(profile: Profile, **overrides) -> Profile:
+    """A copy of `profile` with top-level fields replaced (papermill parameters land here)."""
+    unknown = set(overrides) - set(Profile.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown profile fields {sorted(unknown)}")
+    return replace(profile, **overrides)

@@ -1,0 +1,122 @@
+"""Regenerate the paper: run notebooks 01-05 with papermill, in order, skipping steps that are current.
+
+    python -m tardiff.reproduce --profile {smoke,default,paper} [--data-dir DIR] [--dataset NPZ] [--force]
+
+Each notebook is executed from its jupytext `.py` twin (the reviewed source), so the executed copy in
+`outputs/notebooks/` always matches the code. A step is skipped when its key (notebook source, parameters,
+package source and the previous step's key) equals the one in its manifest.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from tardiff.utils import read_manifest, write_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ("01_extraction", "02_train_classifier", "03_train_diffusion", "04_guided_sampling", "05_evaluation")
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def package_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "tardiff").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def step_key(source: Path, parameters: dict, previous: str) -> str:
+    payload = json.dumps({"source": hashlib.sha256(source.read_bytes()).hexdigest(), "parameters": parameters,
+                          "package": package_digest(), "previous": previous}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def execute(name: str, parameters: dict, out_dir: Path, notebooks_dir: Path) -> Path:
+    """Run one notebook's `.py` twin through papermill; failures name the notebook and cell."""
+    import jupytext
+    import papermill
+
+    source = notebooks_dir / f"{name}.py"
+    notebook = jupytext.read(source)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    staged = out_dir / f"{name}.input.ipynb"
+    jupytext.write(notebook, staged)
+    executed = out_dir / f"{name}.ipynb"
+    try:
+        papermill.execute_notebook(str(staged), str(executed), parameters=parameters, cwd=str(ROOT),
+                                   kernel_name="python3", progress_bar=False, log_output=True)
+    except papermill.PapermillExecutionError as error:
+        raise NotebookFailed(f"{name} failed in cell {error.exec_count} ({error.ename}: {error.evalue}); "
+                             f"the executed notebook with the traceback is {executed}") from error
+    finally:
+        staged.unlink(missing_ok=True)
+    return executed
+
+
+def reproduce(profile: str = "default", data_dir: str | None = None, dataset: str | None = None,
+              outputs: str = "outputs", figures: str = "figures", seed: int = 0, device: str = "auto",
+              force: bool = False, only: tuple = NOTEBOOKS, notebooks_dir: Path = ROOT / "notebooks") -> dict:
+    outputs_path = (ROOT / outputs).resolve() if not Path(outputs).is_absolute() else Path(outputs)
+    out_dir = outputs_path / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parameters = {"profile": profile, "data_dir": data_dir or "", "dataset": dataset or "",
+                  "outputs_dir": str(outputs_path), "figures_dir": str(Path(figures).resolve()),
+                  "seed": seed, "device": device}
+    previous, report = "", {}
+    for name in NOTEBOOKS:
+        if name not in only:
+            continue
+        key = step_key(notebooks_dir / f"{name}.py", parameters, previous)
+        manifest_path = out_dir / f"{name}.json"
+        manifest = read_manifest(manifest_path)
+        if not force and manifest and manifest.get("key") == key and (out_dir / f"{name}.ipynb").exists():
+            print(f"[reproduce] {name}: unchanged, skipped", flush=True)
+            report[name] = {"skipped": True, "wall_time_s": manifest.get("wall_time_s")}
+        else:
+            print(f"[reproduce] {name}: running ({profile} profile)", flush=True)
+            start = time.perf_counter()
+            execute(name, parameters, out_dir, notebooks_dir)
+            wall = time.perf_counter() - start
+            write_manifest(manifest_path, config=parameters, seed=seed, wall_time_s=wall, key=key)
+            print(f"[reproduce] {name}: done in {wall:.0f} s", flush=True)
+            report[name] = {"skipped": False, "wall_time_s": round(wall, 1)}
+        previous = key
+    total = sum(r["wall_time_s"] or 0 for r in report.values() if not r["skipped"])
+    write_manifest(out_dir / "reproduce.json", config=parameters, seed=seed, wall_time_s=total, steps=report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tardiff.reproduce", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+    parser.add_argument("--data-dir", help="PhysioNet 2012 archives (else TARDIFF_DATA_DIR, else download)")
+    parser.add_argument("--dataset", help="an extracted `.npz` (data_preprocess/ output or your own X, y) "
+                                          "to use instead of PhysioNet 2012")
+    parser.add_argument("--outputs", default="outputs")
+    parser.add_argument("--figures", default="figures")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--force", action="store_true", help="rerun every step")
+    parser.add_argument("--only", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS))
+    args = parser.parse_args(argv)
+    try:
+        report = reproduce(args.profile, args.data_dir, args.dataset, args.outputs, args.figures, args.seed,
+                           args.device, args.force, tuple(args.only))
+    except NotebookFailed as error:
+        print(f"[reproduce] FAILED: {error}", file=sys.stderr)
+        return 1
+    total = sum(r["wall_time_s"] or 0 for r in report.values() if not r["skipped"])
+    print(f"[reproduce] all steps done; {total:.0f} s of work this run")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
