@@ -1,0 +1,288 @@
+"""Figures, one function per figure: each saves a PNG to `path` and returns the Figure.
+
+Methods keep one colour everywhere (`METHOD_COLORS`). Values are drawn in physical
+units (axis labels from `tardiff.stays.UNITS`) when a fitted `Preprocessor` is given,
+else in model space (z-scores). `channels` names the last axis, so a user's own
+dataset (channels f0, f1, ...) plots too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from tardiff.stays import CHANNELS, UNITS
+
+METHOD_COLORS = {
+    "real": "#333333",
+    "ddpm": "#4C72B0",
+    "cfg": "#55A868",
+    "classifier_guidance": "#C44E52",
+    "tardiff": "#DD8452",
+}
+METHOD_LABELS = {"real": "Real", "ddpm": "DDPM", "cfg": "CFG", "classifier_guidance": "Classifier guidance",
+                 "tardiff": "TarDiff"}
+LABEL_NAMES = {"mortality": ("survived", "died"), "long_stay": ("≤ 14 d", "> 14 d")}
+_EXTRA = sns.color_palette("tab10", 10)
+
+
+def method_color(method: str):
+    """The method's colour; names outside METHOD_COLORS get a stable tab10 colour."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return _EXTRA[sum(map(ord, str(method))) % len(_EXTRA)]
+
+
+def _name(method: str) -> str:
+    return METHOD_LABELS.get(method, str(method))
+
+
+def _axis_label(channel: str, physical: bool) -> str:
+    if not physical:
+        return f"{channel} (z-score)"
+    unit = UNITS.get(str(channel))
+    return f"{channel} ({unit})" if unit else str(channel)
+
+
+def _style():
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def _save(fig, path) -> plt.Figure:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def _physical(X, preprocessor):
+    return preprocessor.to_physical(X) if preprocessor is not None else np.asarray(X)
+
+
+def _grid(n_panels: int, n_cols: int = 4, size=(3.2, 2.7)):
+    n_cols = min(n_cols, n_panels)
+    n_rows = int(np.ceil(n_panels / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size[0] * n_cols, size[1] * n_rows), squeeze=False)
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes.flat
+
+
+def trajectories(X_real, y_real, X_syn, y_syn, channels, path, preprocessor=None, title: str | None = None,
+                 method: str = "tardiff", task: str = "mortality", n_individual: int = 3,
+                 seed: int = 0) -> plt.Figure:
+    """Per channel (rows) and label (columns): mean ± sd band of real and synthetic, plus a few single stays."""
+    _style()
+    rng = np.random.default_rng(seed)
+    names = LABEL_NAMES.get(task, ("label 0", "label 1"))
+    channels = list(channels)
+    fig, axes = plt.subplots(len(channels), 2, figsize=(10, 2.1 * len(channels)), sharex=True, squeeze=False)
+    for who, X, y in (("real", X_real, y_real), (method, X_syn, y_syn)):
+        X, y = _physical(X, preprocessor), np.asarray(y)  # (N, T, F)
+        hours = np.arange(X.shape[1])
+        color = method_color(who)
+        for col, label in enumerate((0, 1)):
+            stays = X[y == label]
+            if len(stays) == 0:
+                continue
+            mean, sd = stays.mean(axis=0), stays.std(axis=0)  # (T, F)
+            pick = rng.choice(len(stays), min(n_individual, len(stays)), replace=False)
+            for j, channel in enumerate(channels):
+                ax = axes[j, col]
+                ax.plot(hours, mean[:, j], color=color, lw=2, label=_name(who))
+                ax.fill_between(hours, mean[:, j] - sd[:, j], mean[:, j] + sd[:, j], color=color, alpha=0.15)
+                for i in pick:
+                    ax.plot(hours, stays[i, :, j], color=color, lw=0.6, alpha=0.5)
+                ax.set_ylabel(_axis_label(channel, preprocessor is not None) if col == 0 else "")
+    for col, label in enumerate((0, 1)):
+        counts = f"{int((np.asarray(y_real) == label).sum())} real, {int((np.asarray(y_syn) == label).sum())} " \
+                 f"{_name(method)}"
+        axes[0, col].set_title(f"{names[label]} ({counts})")
+    for ax in axes[-1]:
+        ax.set_xlabel("hour since admission")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=2, bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(title or f"{task}: real vs {_name(method)} (mean ± sd, thin lines: single stays)", y=1.02)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pca(X_real, synthetic: dict, path, n_points: int = 1000, seed: int = 0, title: str | None = None) -> plt.Figure:
+    """2-D PCA (fitted on real, stays flattened to T*F) of real and each synthetic set {method: (X, y)}."""
+    from sklearn.decomposition import PCA
+
+    _style()
+    rng = np.random.default_rng(seed)
+    X_real = np.asarray(X_real)
+    fitted = PCA(n_components=2, random_state=seed).fit(X_real.reshape(len(X_real), -1))
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for method, X in {"real": X_real, **{m: np.asarray(v[0]) for m, v in synthetic.items()}}.items():
+        pick = rng.choice(len(X), min(n_points, len(X)), replace=False)
+        z = fitted.transform(X[pick].reshape(len(pick), -1))  # (n, 2)
+        ax.scatter(z[:, 0], z[:, 1], s=6, alpha=0.4, color=method_color(method), label=_name(method))
+    ratio = fitted.explained_variance_ratio_
+    ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of real variance)")
+    ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of real variance)")
+    ax.set_title(title or "PCA of real and synthetic stays")
+    ax.legend(markerscale=3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def marginals(X_real, synthetic: dict, channels, path, preprocessor=None, max_values: int = 20000,
+              seed: int = 0, title: str | None = None) -> plt.Figure:
+    """Per-channel density of all hourly values: real against each synthetic set {method: (X, y)}."""
+    _style()
+    rng = np.random.default_rng(seed)
+    channels = list(channels)
+    fig, axes = _grid(len(channels))
+    for method, X in {"real": np.asarray(X_real), **{m: np.asarray(v[0]) for m, v in synthetic.items()}}.items():
+        flat = _physical(X, preprocessor).reshape(-1, X.shape[-1])  # (N*T, F)
+        flat = flat[rng.choice(len(flat), min(max_values, len(flat)), replace=False)]
+        for j, channel in enumerate(channels):
+            if np.ptp(flat[:, j]) > 0:
+                sns.kdeplot(x=flat[:, j], ax=axes[j], color=method_color(method), label=_name(method), lw=1.5,
+                            warn_singular=False)
+            axes[j].set_xlabel(_axis_label(channel, preprocessor is not None))
+            axes[j].set_ylabel("density" if j % 4 == 0 else "")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title or "Per-channel marginal distributions")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def tsrtr_curves(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
+    """TSRTR AUROC and AUPRC against alpha per method (± sd over seeds); real-only as a dashed band."""
+    _style()
+    tasks = list(dict.fromkeys(df["task"]))
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.6 * len(tasks)), squeeze=False)
+    for r, task in enumerate(tasks):
+        for c, metric in enumerate(("auroc", "auprc")):
+            ax = axes[r, c]
+            for method, rows in df[df["task"] == task].groupby("method", sort=False):
+                rows = rows.sort_values("alpha")
+                mean, sd, color = rows[f"{metric}_mean"], rows[f"{metric}_sd"], method_color(method)
+                if method == "real":
+                    ax.axhline(mean.iloc[0], color=color, ls="--", label="Real only")
+                    ax.axhspan(mean.iloc[0] - sd.iloc[0], mean.iloc[0] + sd.iloc[0], color=color, alpha=0.08)
+                else:
+                    ax.errorbar(rows["alpha"], mean, yerr=sd, color=color, marker="o", capsize=3,
+                                label=_name(method))
+            ax.set_xlabel("α (synthetic stays per real training stay)")
+            ax.set_ylabel(f"test {metric.upper()}")
+            ax.set_title(f"{task}: real + α × synthetic")
+        axes[r, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def guidance_sweep(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
+    """TSTR AUROC/AUPRC (utility) and discriminative score / marginal distance (fidelity) against scale."""
+    _style()
+    panels = [("auroc_mean", "auroc_sd", "TSTR AUROC"), ("auprc_mean", "auprc_sd", "TSTR AUPRC"),
+              ("discriminative_score", None, "discriminative score (0 = best)"),
+              ("marginal_distance", None, "marginal W1 distance (z-score)")]
+    groups = list(df.groupby("task", sort=False)) if "task" in df.columns else [("", df)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 3.4))
+    for ax, (column, sd, label) in zip(axes, panels):
+        for task, rows in groups:
+            rows = rows.sort_values("scale")
+            ax.errorbar(rows["scale"], rows[column], yerr=rows[sd] if sd else None, marker="o", capsize=3,
+                        label=str(task))
+        ax.set_xlabel("guidance scale")
+        ax.set_title(label)
+    if len(groups) > 1 or groups[0][0]:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title or "TarDiff guidance scale: utility against fidelity", y=1.04)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def diffusion_loss(losses, path, window: int = 50, log_every: int = 1, title: str | None = None) -> plt.Figure:
+    """Diffusion training loss as logged (faint) and its moving average over `window` values."""
+    _style()
+    losses = np.asarray(losses, dtype=float)
+    steps = np.arange(1, len(losses) + 1) * log_every
+    window = max(1, min(window, len(losses)))
+    smooth = pd.Series(losses).rolling(window, min_periods=1).mean().to_numpy()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(steps, losses, color="#999999", lw=0.6, alpha=0.6, label="logged")
+    ax.plot(steps, smooth, color=METHOD_COLORS["tardiff"], lw=2, label=f"moving mean of {window}")
+    if len(losses) and (losses > 0).all():
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("denoising loss (MSE)")
+    ax.set_title(title or "Diffusion training loss")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def classifier_history(history: dict, path, title: str | None = None) -> plt.Figure:
+    """Loss (train, validation) and validation AUROC/AUPRC per epoch, the selected epoch marked."""
+    _style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    epochs = np.arange(1, len(history["train_loss"]) + 1)
+    left.plot(epochs, history["train_loss"], marker="o", label="train")
+    left.plot(epochs, history["val_loss"], marker="o", label="validation")
+    left.set_ylabel("BCE loss")
+    for key, label in (("val_auroc", "validation AUROC"), ("val_auprc", "validation AUPRC")):
+        right.plot(epochs, history[key], marker="o", label=label)
+    right.set_ylabel("score")
+    for ax in (left, right):
+        if history.get("best_epoch", -1) >= 0:
+            ax.axvline(history["best_epoch"] + 1, color="#999999", ls="--", label="selected epoch")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Classifier training")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def missingness(mask, channels, path, title: str | None = None) -> plt.Figure:
+    """Heatmap: fraction of stays without a measurement, per hour (rows) and channel (columns)."""
+    _style()
+    mask = np.asarray(mask, dtype=bool)  # (N, T, F), True = observed
+    missing = 1.0 - mask.mean(axis=0)    # (T, F)
+    fig, ax = plt.subplots(figsize=(7, 7))
+    sns.heatmap(pd.DataFrame(missing, columns=[str(c) for c in channels]), ax=ax, vmin=0, vmax=1, cmap="mako_r",
+                cbar_kws={"label": "fraction of stays missing"})
+    ax.set_xlabel("channel")
+    ax.set_ylabel("hour since admission")
+    ax.set_title(f"Missingness by hour and channel{f': {title}' if title else ''}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def distributions_by_label(X_raw, y, channels, path, task: str = "mortality", max_values: int = 20000,
+                           seed: int = 0, title: str | None = None) -> plt.Figure:
+    """Real data in physical units: observed hourly values per channel, box plots by label."""
+    _style()
+    rng = np.random.default_rng(seed)
+    X_raw, y = np.asarray(X_raw), np.asarray(y)
+    names = LABEL_NAMES.get(task, ("label 0", "label 1"))
+    channels = list(channels)
+    fig, axes = _grid(len(channels))
+    palette = {names[0]: "#4C72B0", names[1]: "#C44E52"}
+    for j, channel in enumerate(channels):
+        frames = []
+        for label in (0, 1):
+            values = X_raw[y == label][:, :, j].ravel()
+            values = values[~np.isnan(values)]
+            if len(values) > max_values:
+                values = rng.choice(values, max_values, replace=False)
+            frames.append(pd.DataFrame({"value": values, "label": names[label]}))
+        data = pd.concat(frames, ignore_index=True)
+        if len(data):
+            sns.boxplot(data=data, x="label", y="value", hue="label", palette=palette, ax=axes[j],
+                        showfliers=False, legend=False)
+        axes[j].set_xlabel("")
+        axes[j].set_ylabel(_axis_label(channel, True))
+    fig.suptitle(title or f"Observed values by {task} label (real data, physical units)")
+    fig.tight_layout()
+    return _save(fig, path)
