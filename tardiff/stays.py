@@ -145,11 +145,15 @@ _LOG_MASK = np.array([c in LOG_CHANNELS for c in CHANNELS])
 
 
 def _transform(x: np.ndarray) -> np.ndarray:
-    return np.where(_LOG_MASK, np.log1p(np.clip(x, 0, None)), x)
+    out = np.array(x, dtype=np.float64)
+    out[..., _LOG_MASK] = np.log1p(np.clip(out[..., _LOG_MASK], 0, None))
+    return out
 
 
 def _inverse_transform(x: np.ndarray) -> np.ndarray:
-    return np.where(_LOG_MASK, np.expm1(x), x)
+    out = np.array(x, dtype=np.float64)  # only the log channels go through expm1: no overflow elsewhere
+    out[..., _LOG_MASK] = np.expm1(out[..., _LOG_MASK])
+    return out
 
 
 def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
