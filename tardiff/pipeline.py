@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from tardiff import stays
@@ -269,3 +270,53 @@ def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: 
             run(f"tardiff_scale{scale:g}", ddpm, guidance=hook, guidance_scale=scale)
     (out_dir / "index.json").write_text(json.dumps({k: str(v) for k, v in written.items()}, indent=2))
     return written
+
+
+def load_method_sets(synthetic_dir: Path, methods=("ddpm", "cfg", "classifier_guidance", "tardiff")) -> dict:
+    return {method: load_synthetic(synthetic_dir / f"{method}.npz") for method in methods}
+
+
+def load_sweep_sets(synthetic_dir: Path, scales) -> dict:
+    return {scale: load_synthetic(synthetic_dir / f"tardiff_scale{scale:g}.npz") for scale in scales}
+
+
+def evaluate_task(real: RealData, profile: Profile, synthetic_dir: Path, seed: int = 0, device=None) -> dict:
+    """TSTR, TSRTR, fidelity, privacy and the guidance-scale sweep of one task, as data frames."""
+    from tardiff import evaluate
+
+    config = evaluate.EvalConfig.from_profile(profile, seed=seed, device=device)
+    sets = load_method_sets(synthetic_dir)
+    tstr = evaluate.tstr(sets, real, real.task, config)
+    # TSRTR's alpha = 0 row is TSTR's `real` row: the same seeds and training set, not trained twice.
+    real_row = tstr[tstr["method"] == "real"].assign(alpha=0.0)
+    tsrtr = pd.concat([real_row, evaluate.tsrtr(sets, real, real.task, profile.alphas, config,
+                                                include_real=False)], ignore_index=True)
+    fidelity = evaluate.fidelity_table(sets, real.X_train, real.X_test, channels=real.channels).assign(task=real.task)
+    privacy = evaluate.privacy_table(sets, real.X_train, real.X_val, seed=seed, device=device).assign(task=real.task)
+    sweep = evaluate.guidance_sweep(load_sweep_sets(synthetic_dir, profile.sweep_scales), real, real.task, config)
+    return {"tstr": tstr, "tsrtr": tsrtr[tstr.columns.tolist()[:7] + ["alpha"] + tstr.columns.tolist()[7:]],
+            "fidelity": fidelity, "privacy": privacy, "sweep": sweep}
+
+
+def write_results(results: dict[str, dict], tables_dir: Path) -> dict[str, pd.DataFrame]:
+    """Stack the per-task frames and write outputs/tables/{tstr,tsrtr,fidelity,privacy,sweep}.{csv,md}."""
+    from tardiff import evaluate
+
+    stacked = {name: pd.concat([r[name] for r in results.values()], ignore_index=True)
+               for name in ("tstr", "tsrtr", "fidelity", "privacy", "sweep")}
+    for name, frame in stacked.items():
+        evaluate.write_tables(frame[["task"] + [c for c in frame.columns if c != "task"]], tables_dir, name)
+    return stacked
+
+
+def plot_task(real: RealData, synthetic_dir: Path, result: dict, figures_dir: Path, seed: int = 0) -> None:
+    """Every per-task figure of the paper companion."""
+    from tardiff import plots
+
+    sets = load_method_sets(synthetic_dir)
+    figures_dir = Path(figures_dir)
+    plots.pca(real.X_train, sets, figures_dir / f"pca_{real.task}.png", seed=seed, title=real.task)
+    plots.marginals(real.X_train, sets, real.channels, figures_dir / f"marginals_{real.task}.png",
+                    preprocessor=real.preprocessor, title=real.task)
+    plots.tsrtr_curves(result["tsrtr"], figures_dir / f"tsrtr_{real.task}.png", title=real.task)
+    plots.guidance_sweep(result["sweep"], figures_dir / f"guidance_sweep_{real.task}.png", title=real.task)
