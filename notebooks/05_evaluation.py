@@ -1,6 +1,19 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+# ---
+
+# %%
+# ---
+# jupyter:
+#   jupytext:
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
