@@ -1,19 +1,6 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: tags,-all
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-# ---
-
-# %%
-# ---
-# jupyter:
-#   jupytext:
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -23,6 +10,8 @@
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
+#     name: python3
+# ---
 
 # %% [markdown]
 # # 05 · Evaluation: utility, fidelity, privacy
