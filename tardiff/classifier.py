@@ -1,10 +1,17 @@
 """The downstream classifier f_theta: a bidirectional RNN over (B, T, F) with one logit."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
+
+from tardiff.utils import get_device
 
 
 @dataclass
@@ -46,3 +53,155 @@ class RNNClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x))).squeeze(-1)  # (B,)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    batch_size: int = 256
+    max_epochs: int = 40
+    patience: int = 5                # epochs without improvement of `monitor` before stopping
+    monitor: str = "auprc"           # "auprc", "auroc" or "loss" on the validation set
+    weight_decay: float = 0.0
+    pos_weight: float | None = None  # BCE weight of positives; None = unweighted
+
+
+def _as_tensor(X, name: str) -> torch.Tensor:
+    """(N, T, F) float32 tensor on CPU; rejects what would silently train on garbage."""
+    X = torch.as_tensor(np.asarray(X) if not torch.is_tensor(X) else X).detach().cpu().float()
+    if X.ndim != 3:
+        raise ValueError(f"{name} must be (stays, hours, channels), got shape {tuple(X.shape)}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    if not torch.isfinite(X).all():
+        bad = int((~torch.isfinite(X)).sum())
+        raise ValueError(f"{name} has {bad} NaN/inf values; impute first (tardiff.stays.Preprocessor)")
+    return X
+
+
+def _as_labels(y, n: int, name: str) -> torch.Tensor:
+    y = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y).detach().cpu().reshape(-1)
+    if y.shape[0] != n:
+        raise ValueError(f"{name} has {y.shape[0]} labels but X has {n} stays")
+    if not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError(f"{name} must hold 0/1 labels, got values {torch.unique(y)[:10].tolist()}")
+    return y.float()
+
+
+def _metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if len(np.unique(y)) < 2:
+        return float("nan"), float("nan")
+    return float(roc_auc_score(y, p)), float(average_precision_score(y, p))
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, X: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    model.eval()
+    out = [model(X[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(X), batch_size)]
+    return torch.cat(out)  # (N,)
+
+
+def predict_proba(model: RNNClassifier, X, batch_size: int = 1024, device=None) -> np.ndarray:
+    """P(y=1) per stay, (N,), in eval mode without gradients."""
+    device = get_device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    X = _as_tensor(X, "X")
+    if X.shape[-1] != model.n_features:
+        raise ValueError(f"X has {X.shape[-1]} channels but the classifier was built for {model.n_features}")
+    return torch.sigmoid(_logits(model, X, batch_size, device)).numpy()
+
+
+def train_classifier(X_train, y_train, X_val, y_val, config: ClassifierConfig = ClassifierConfig(),
+                     train: TrainConfig = TrainConfig(), seed: int = 0, device=None,
+                     progress: bool = True) -> tuple[RNNClassifier, dict]:
+    """Train f_theta with BCE + Adam and early stopping on `train.monitor`; returns the best epoch's model.
+
+    Deterministic on CPU for a seed: init, dropout and batch order all come from `seed`,
+    without touching the caller's global RNG state.
+    """
+    if train.monitor not in ("auprc", "auroc", "loss"):
+        raise ValueError(f"TrainConfig.monitor must be 'auprc', 'auroc' or 'loss', got {train.monitor!r}")
+    X_train, X_val = _as_tensor(X_train, "X_train"), _as_tensor(X_val, "X_val")
+    y_train = _as_labels(y_train, len(X_train), "y_train")
+    y_val = _as_labels(y_val, len(X_val), "y_val")
+    if len(torch.unique(y_train)) < 2:
+        raise ValueError(f"y_train holds a single class ({int(y_train[0])}); a classifier needs both 0 and 1")
+    if train.monitor != "loss" and len(torch.unique(y_val)) < 2:
+        raise ValueError(f"y_val holds a single class, so {train.monitor} is undefined; "
+                         "use a stratified split or TrainConfig(monitor='loss')")
+    if X_val.shape[1:] != X_train.shape[1:]:
+        raise ValueError(f"X_val is {tuple(X_val.shape[1:])} per stay but X_train is {tuple(X_train.shape[1:])}")
+
+    device = get_device(device)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = RNNClassifier(X_train.shape[-1], config).to(device)
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        pos_weight = None if train.pos_weight is None else torch.tensor(train.pos_weight, device=device)
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        history = {"train_loss": [], "val_loss": [], "val_auroc": [], "val_auprc": [],
+                   "best_epoch": -1, "best_score": float("nan"), "epochs_run": 0}
+        sign = -1.0 if train.monitor == "loss" else 1.0  # always maximise sign * score
+        best, best_state, stale = -float("inf"), None, 0
+        bar = tqdm(range(train.max_epochs), desc="classifier", disable=not progress, leave=False)
+        for epoch in bar:
+            model.train()
+            order = torch.randperm(len(X_train), generator=generator)
+            total = 0.0
+            for i in range(0, len(order), train.batch_size):
+                idx = order[i:i + train.batch_size]
+                xb, yb = X_train[idx].to(device), y_train[idx].to(device)
+                loss = loss_fn(model(xb), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(idx)
+            logits = _logits(model, X_val, 1024, device)
+            val_loss = nn.functional.binary_cross_entropy_with_logits(
+                logits, y_val, pos_weight=None if pos_weight is None else pos_weight.cpu()).item()
+            auroc, auprc = _metrics(y_val.numpy(), torch.sigmoid(logits).numpy())
+            history["train_loss"].append(total / len(X_train))
+            history["val_loss"].append(val_loss)
+            history["val_auroc"].append(auroc)
+            history["val_auprc"].append(auprc)
+            history["epochs_run"] = epoch + 1
+            score = {"loss": val_loss, "auroc": auroc, "auprc": auprc}[train.monitor]
+            if sign * score > best:
+                best, stale = sign * score, 0
+                best_state = copy.deepcopy(model.state_dict())
+                history["best_epoch"], history["best_score"] = epoch, score
+            else:
+                stale += 1
+            bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", auroc=f"{auroc:.3f}", auprc=f"{auprc:.3f}")
+            if stale >= train.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    history["wall_time_s"] = time.perf_counter() - start
+    return model, history
+
+
+def save_classifier(model: RNNClassifier, path, **extra) -> Path:
+    """Config + weights + whatever the caller wants to remember (metrics, split, seed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": asdict(model.config), "n_features": model.n_features,
+                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "extra": extra}, path)
+    return path
+
+
+def load_classifier(path, device=None, with_extra: bool = False):
+    """Rebuild a saved classifier on `device` (eval mode); `with_extra=True` also returns the saved extras."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = RNNClassifier(blob["n_features"], ClassifierConfig(**blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    model.to(get_device(device)).eval()
+    return (model, blob.get("extra", {})) if with_extra else model

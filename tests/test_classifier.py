@@ -1,0 +1,102 @@
+"""Classifier training: learns a separable toy, repeats for a seed, restores its best epoch, round-trips."""
+import numpy as np
+import pytest
+import torch
+
+from tardiff.classifier import (ClassifierConfig, RNNClassifier, TrainConfig, load_classifier, predict_proba,
+                                save_classifier, train_classifier)
+
+SMALL = ClassifierConfig(hidden=16, layers=1, dropout=0.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two busy cores: oversubscribed intra-op threads make tiny models ~10x slower.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def toy(n, seed, noise_labels=False):
+    """(n, 8, 3) stays; label = whether channel 0 runs high on average (or coin flips)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 8, 3)).astype(np.float32)
+    y = rng.integers(0, 2, n) if noise_labels else (X[:, :, 0].mean(1) > 0).astype(int)
+    return X, y
+
+
+def test_learns_separable_toy():
+    X, y = toy(400, 0)
+    Xv, yv = toy(200, 1)
+    model, hist = train_classifier(X, y, Xv, yv, SMALL, TrainConfig(max_epochs=8, batch_size=64, lr=1e-2),
+                                   progress=False)
+    assert max(hist["val_auroc"]) > 0.9
+    assert isinstance(model, RNNClassifier) and not model.training
+    assert set(hist) >= {"train_loss", "val_loss", "val_auroc", "val_auprc", "best_epoch", "best_score",
+                         "epochs_run", "wall_time_s"}
+    assert len(hist["train_loss"]) == hist["epochs_run"]
+
+
+def test_seeded_training_repeats_and_seeds_differ():
+    X, y = toy(200, 0)
+    Xv, yv = toy(100, 1)
+    cfg = ClassifierConfig(hidden=8, layers=2, dropout=0.3)  # dropout: the seed must cover it too
+    train = TrainConfig(max_epochs=2, batch_size=32)
+    runs = [train_classifier(X, y, Xv, yv, cfg, train, seed=s, progress=False) for s in (3, 3, 4)]
+    (a, ha), (b, hb), (c, _) = runs
+    assert ha["train_loss"] == hb["train_loss"]
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k])
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_early_stopping_restores_best_epoch():
+    # Random labels and a big learning rate: the validation loss bottoms out early, then climbs.
+    X, y = toy(300, 0, noise_labels=True)
+    Xv, yv = toy(100, 1, noise_labels=True)
+    train = TrainConfig(max_epochs=15, patience=2, monitor="loss", batch_size=32, lr=3e-2)
+    model, hist = train_classifier(X, y, Xv, yv, ClassifierConfig(hidden=32, layers=1, dropout=0.0), train,
+                                   progress=False)
+    best = hist["best_epoch"]
+    assert best == int(np.argmin(hist["val_loss"]))
+    assert best < hist["epochs_run"] - 1, "scenario should stop after a worse epoch"
+    assert hist["epochs_run"] == best + 1 + train.patience
+    p = np.clip(predict_proba(model, Xv), 1e-7, 1 - 1e-7)
+    val_loss = -np.mean(yv * np.log(p) + (1 - yv) * np.log(1 - p))
+    assert val_loss == pytest.approx(hist["val_loss"][best], rel=1e-4)
+
+
+def test_save_load_round_trip(tmp_path):
+    X, y = toy(100, 0)
+    model, _ = train_classifier(X, y, X, y, SMALL, TrainConfig(max_epochs=1), progress=False)
+    path = save_classifier(model, tmp_path / "clf.pt", auroc=0.9)
+    loaded, extra = load_classifier(path, device="cpu", with_extra=True)
+    assert extra == {"auroc": 0.9}
+    assert loaded.config == model.config
+    np.testing.assert_array_equal(predict_proba(loaded, X), predict_proba(model, X))
+    p = predict_proba(model, torch.as_tensor(X), batch_size=7)  # tensors and odd batches work too
+    assert p.shape == (100,) and ((p >= 0) & (p <= 1)).all()
+
+
+@pytest.mark.parametrize("case, param", [("single_class", "y_train"), ("lengths", "y_train"),
+                                         ("nan", "X_train"), ("val_nan", "X_val"), ("labels", "y_val"),
+                                         ("monitor", "monitor")])
+def test_bad_input_names_the_parameter(case, param):
+    X, y = toy(40, 0)
+    Xv, yv = X.copy(), y.copy()
+    train = TrainConfig(max_epochs=1)
+    if case == "single_class":
+        y = np.zeros_like(y)
+    elif case == "lengths":
+        y = y[:-1]
+    elif case == "nan":
+        X[3, 2, 1] = np.nan
+    elif case == "val_nan":
+        Xv[0, 0, 0] = np.inf
+    elif case == "labels":
+        yv = yv + 1
+    elif case == "monitor":
+        train = TrainConfig(monitor="accuracy")
+    with pytest.raises(ValueError, match=param):
+        train_classifier(X, y, Xv, yv, SMALL, train, progress=False)
