@@ -1,0 +1,412 @@
+"""Guidance hooks for the DDIM sampler: TarDiff influence guidance and classifier guidance.
+
+A hook is `hook(x_t, t, pred_x0, y) -> Tensor like pred_x0`; the sampler adds
+`guidance_scale * hook(...)` to pred_x0. Influence guidance steers each sample towards
+a positive influence on the downstream classifier: score_i = cos(∇θ ℓ(f(x̂0_i), y_i), G),
+guidance_i = ∇_{x̂0_i} score_i, with G the (unit) gradient of the loss summed over the
+real training set.
+
+Per sample and exact, without a loop over samples and without materialising B
+per-sample gradients of 1.6 M parameters: a functional GRU with a hand-written
+backward gives every sample's pre-activation gradients δ_it; a weight W used at every
+step has per-sample gradient Σ_t δ_it a_itᵀ, so ⟨g_i, G⟩ = Σ_t δ_it·(G_W a_it) and
+‖g_i‖² = Σ_{t,s} (δ_it·δ_is)(a_it·a_is) (the "ghost norm"). Every score_i is then a
+differentiable expression of sample i alone, and one autograd backward of Σ_i score_i
+gives every sample's guidance (see shared/notes/influence-guidance.md).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Hook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Gradient = dict  # parameter name (as in classifier.named_parameters()) -> tensor shaped like it
+
+_BATCH_EPS = 1e-6    # the original adds it to the batch gradient norm
+_SAMPLE_EPS = 1e-12  # keeps ‖g_i‖ (and its derivative) finite when a sample has zero gradient
+
+
+# --------------------------------------------------------------------------- train gradient
+def _as_tensor(a, dtype, device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a, dtype=dtype, device=device)
+
+
+def _param_device_dtype(module: nn.Module):
+    p = next(module.parameters())
+    return p.device, p.dtype
+
+
+def train_grad(classifier: nn.Module, X, y, batch_size: int = 512, label: int | None = None,
+               normalize: bool = True, device=None) -> Gradient:
+    """G = ∇θ Σ_i ℓ(f(x_i), y_i) over the real training set, as {parameter name: tensor}.
+
+    Batched (the sum of a batch's losses has exactly the sum of per-sample gradients),
+    classifier in eval mode (dropout off), L2-normalised over all parameters when
+    `normalize`; `label=0/1` keeps one class only. batch_size=1 is the original's loop.
+    """
+    dev0, dtype = _param_device_dtype(classifier)
+    device = dev0 if device is None else torch.device(device)
+    model = classifier if device == dev0 else copy.deepcopy(classifier).to(device)
+    X = _as_tensor(X, dtype, "cpu")
+    y = _as_tensor(y, dtype, "cpu").reshape(-1)
+    if X.ndim != 3 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"train_grad needs X (N, T, F) and y (N,), got {tuple(X.shape)} and {tuple(y.shape)}")
+    if label is not None:
+        keep = y == float(label)
+        if not keep.any():
+            raise ValueError(f"no training sample has label {label}; labels present: {sorted(set(y.tolist()))}")
+        X, y = X[keep], y[keep]
+    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    total = [torch.zeros_like(p) for p in params]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, X.shape[0], batch_size):
+            xb = X[start:start + batch_size].to(device)
+            yb = y[start:start + batch_size].to(device)
+            loss = F.binary_cross_entropy_with_logits(model(xb), yb, reduction="sum")
+            for acc, g in zip(total, torch.autograd.grad(loss, params)):
+                acc += g
+    finally:
+        model.train(was_training)
+    if normalize:
+        norm = torch.sqrt(sum((g * g).sum() for g in total))
+        if norm == 0:
+            raise ValueError("the training gradient is exactly zero; is the classifier's loss saturated?")
+        total = [g / norm for g in total]
+    return dict(zip(names, total))
+
+
+# --------------------------------------------------------------------------- functional GRU
+def _check_gru(classifier: nn.Module) -> nn.GRU:
+    rnn = getattr(classifier, "rnn", None)
+    if not isinstance(rnn, nn.GRU) or not rnn.batch_first or not isinstance(getattr(classifier, "head", None), nn.Linear):
+        raise ValueError("per-sample influence guidance needs an RNNClassifier with a batch_first nn.GRU `.rnn` "
+                         "and an nn.Linear `.head` (ClassifierConfig(rnn='gru')); for other classifiers use "
+                         "normalize='batch' or influence_guidance_loop")
+    if not rnn.bias:
+        raise ValueError("the functional GRU expects nn.GRU(bias=True), as RNNClassifier builds it")
+    return rnn
+
+
+def _gru_layers(rnn: nn.GRU, source: Mapping[str, torch.Tensor], prefix: str, device, dtype):
+    """Per layer (W_ih (D,3H,in), W_hh (D,3H,H), b_ih (D,3H), b_hh (D,3H)), directions stacked."""
+    suffixes = [""] + (["_reverse"] if rnn.bidirectional else [])
+    layers = []
+    for layer in range(rnn.num_layers):
+        def get(kind):
+            return torch.stack([source[f"{prefix}{kind}_l{layer}{s}"].detach() for s in suffixes]).to(device, dtype)
+        layers.append((get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")))
+    return layers
+
+
+def _flip_second(Xp: torch.Tensor) -> torch.Tensor:
+    """(D, B, T, ·) with direction 1 time-reversed: original order <-> processing order."""
+    if Xp.shape[0] == 1:
+        return Xp
+    return torch.stack([Xp[0], Xp[1].flip(1)])
+
+
+def _gru_forward(Xp, W_ih, W_hh, b_ih, b_hh):
+    """One layer, all directions at once. Xp (D, B, T, in) in each direction's processing order.
+
+    Returns the states hs (D,B,T,H) and `back`, what the hand-written backward needs.
+    """
+    D, B, T, n_in = Xp.shape
+    H = W_hh.shape[-1]
+    gi = torch.baddbmm(b_ih.unsqueeze(1), Xp.reshape(D, B * T, n_in), W_ih.transpose(1, 2))  # (D, B*T, 3H)
+    W_hhT = W_hh.transpose(1, 2)  # (D, H, 3H)
+    b_hh = b_hh.unsqueeze(1)      # (D, 1, 3H)
+    h = Xp.new_zeros(D, B, H)
+    hs, zs, A_ns, Cs = [], [], [], []
+    for g in gi.view(D, B, T, 3 * H).unbind(2):  # unbind: its backward is one stack, not T zero-filled copies
+        gh = torch.baddbmm(b_hh, h, W_hhT)  # (D, B, 3H)
+        g_rz, g_n = g.split(2 * H, -1)
+        gh_rz, gh_n = gh.split(2 * H, -1)
+        rz = torch.sigmoid(g_rz + gh_rz)
+        r, z = rz.chunk(2, -1)
+        n = torch.tanh(torch.addcmul(g_n, r, gh_n))
+        # local derivatives for the backward, computed here while this step's tensors are in cache:
+        # δn = δh A_n, A_n = (1-z)(1-n²);  δ(W_hh h + b_hh) = δh * [A_n r(1-r) gh_n, (h-n) z(1-z), A_n r]
+        s_r, s_z = (rz * (1 - rz)).chunk(2, -1)
+        A_n = (1 - z) * (1 - n * n)
+        Cs.append(torch.stack([A_n * s_r * gh_n, (h - n) * s_z, A_n * r], -2))  # (D, B, 3, H)
+        zs.append(z), A_ns.append(A_n)
+        h = torch.lerp(n, h, z)  # (1 - z) n + z h
+        hs.append(h)
+    h_prev = torch.stack([torch.zeros_like(h)] + hs[:-1], 2)
+    return torch.stack(hs, 2), dict(A_n=A_ns, z=zs, C=Cs, h_prev=h_prev)
+
+
+def _stack_forward(layers, x):
+    """Functional nn.GRU (batch_first) over x (B, T, F): per layer (input Xp, backward cache),
+    the last layer's outputs (B, T, D*H) and the head's features (B, D*H) = [fwd h_T, bwd h_0]."""
+    D, H, (B, T, _) = layers[0][0].shape[0], layers[0][1].shape[-1], x.shape
+    Xp = _flip_second(x.unsqueeze(0).expand(D, *x.shape))  # (D, B, T, F)
+    saved = []
+    for W_ih, W_hh, b_ih, b_hh in layers:
+        hs, back = _gru_forward(Xp, W_ih, W_hh, b_ih, b_hh)
+        saved.append((Xp, back))
+        out = _flip_second(hs).permute(1, 2, 0, 3).reshape(B, T, D * H)  # (B, T, D*H), original order
+        Xp = _flip_second(out.unsqueeze(0).expand(D, *out.shape))
+    return saved, out, hs[:, :, -1].transpose(0, 1).reshape(B, D * H)
+
+
+def _gru_backward(back, W_hh, dh_last=None, dhs=None):
+    """Hand-written BPTT for one layer: δ of the pre-activations (D, B, T, ·), processing order.
+
+    dh_last (D,B,H): gradient on each direction's final state; dhs (D,B,T,H): on every output.
+    Returns dgh = δ(W_hh h + b_hh) (D,B,T,3H) and dn (D,B,T,H); δ(W_ih x + b_ih) is
+    [dgh[..., :2H], dn] (the n gate's recurrent part is scaled by r, its input part is not).
+    """
+    z, C = back["z"], back["C"]
+    T = len(z)
+    D, B, _, H = C[0].shape
+    dh = torch.zeros_like(z[0]) if dh_last is None else dh_last
+    dhs = dhs.unbind(2) if dhs is not None else None
+    dghs, dns = [None] * T, [None] * T
+    for t in range(T - 1, -1, -1):
+        if dhs is not None:
+            dh = dh + dhs[t]
+        dghs[t] = (dh.unsqueeze(-2) * C[t]).view(D, B, 3 * H)
+        dns[t] = dh * back["A_n"][t]
+        if t > 0:
+            dh = torch.baddbmm(dh * z[t], dghs[t], W_hh)
+    return torch.stack(dghs, 2), torch.stack(dns, 2)
+
+
+def _gi_matmul(drz, dn, M):
+    """[drz, dn] @ M over all steps: (D,B,T,2H), (D,B,T,H), M (D,3H,k) -> (D,B,T,k)."""
+    D, B, T, H = dn.shape
+    out = torch.bmm(dn.reshape(D, B * T, H), M[:, 2 * H:])
+    return torch.baddbmm(out, drz.reshape(D, B * T, 2 * H), M[:, :2 * H]).view(D, B, T, -1)
+
+
+def _rowdot(a, b):
+    """Σ over every dim but B of a*b, for (D, B, ...) tensors -> (B,)."""
+    return (a * b).flatten(2).sum(-1).sum(0)
+
+
+def _gram(a):
+    """Per (D, B) Gram matrix over time: (D, B, T, k) -> (D, B, T, T)."""
+    return a @ a.transpose(-1, -2)
+
+
+class _GhostNorm(torch.autograd.Function):
+    """‖g_i‖² of one GRU layer's weights and biases from Gram matrices over time (ghost norm).
+
+    With δ of the input pre-activations [drz, dn] (inputs Xp) and of the recurrent ones
+    [drz, dnr] (inputs h_prev): Σ_ts Grz∘(Ka+Kh) + Gn∘Ka + Gnr∘Kh, Ka = Xp Xpᵀ + 1,
+    Kh = h_prev h_prevᵀ + 1 (+1: biases). A hand-written backward needs one small bmm per
+    input where autograd would spend two per Gram.
+    """
+
+    @staticmethod
+    def forward(ctx, drz, dn, dnr, Xp, h_prev):
+        Grz, Gn, Gnr = _gram(drz), _gram(dn), _gram(dnr)
+        Ka, Kh = _gram(Xp) + 1, _gram(h_prev) + 1
+        ctx.save_for_backward(drz, dn, dnr, Xp, h_prev, Grz, Gn, Gnr, Ka, Kh)
+        return _rowdot(Grz, Ka + Kh) + _rowdot(Gn, Ka) + _rowdot(Gnr, Kh)
+
+    @staticmethod
+    def backward(ctx, c):
+        drz, dn, dnr, Xp, h_prev, Grz, Gn, Gnr, Ka, Kh = ctx.saved_tensors
+        c2 = 2 * c[None, :, None, None]  # Grams are symmetric: ∂ Σ K∘(a aᵀ) / ∂a = 2 K a
+        return ((c2 * (Ka + Kh)) @ drz, (c2 * Ka) @ dn, (c2 * Kh) @ dnr,
+                (c2 * (Grz + Gn)) @ Xp, (c2 * (Grz + Gnr)) @ h_prev)
+
+
+def _influence_terms(classifier, G: Mapping[str, torch.Tensor], x, y):
+    """Per-sample ⟨g_i, G⟩ and ‖g_i‖², (B,) each, differentiable w.r.t. x (B, T, F)."""
+    rnn = _check_gru(classifier)
+    _check_gradient(classifier, G)
+    device, dtype = x.device, x.dtype
+    W = {n: p.detach() for n, p in classifier.named_parameters()}
+    layers = _gru_layers(rnn, W, "rnn.", device, dtype)
+    glayers = _gru_layers(rnn, G, "rnn.", device, dtype)
+    w_head = W["head.weight"].to(device, dtype).reshape(-1)  # (D*H,)
+    b_head = W["head.bias"].to(device, dtype).reshape(())
+    Gw_head = G["head.weight"].to(device, dtype).reshape(-1)
+    Gb_head = G["head.bias"].to(device, dtype).reshape(())
+    D, H, (B, T, _) = (2 if rnn.bidirectional else 1), rnn.hidden_size, x.shape
+
+    saved, _, feat = _stack_forward(layers, x)
+    dlogit = torch.sigmoid(feat @ w_head + b_head) - y     # dℓ/dlogit of BCE with logits
+
+    # head: per-sample gradient dlogit * [feat, 1]
+    num = dlogit * (feat @ Gw_head + Gb_head)
+    sq = dlogit * dlogit * ((feat * feat).sum(-1) + 1)
+
+    dh_last = (dlogit[:, None] * w_head).view(B, D, H).transpose(0, 1)  # (D, B, H)
+    dhs = None
+    for li in range(len(layers) - 1, -1, -1):
+        W_ih, W_hh, _, _ = layers[li]
+        G_ih, G_hh, G_bih, G_bhh = glayers[li]
+        Xp, back = saved[li]
+        h_prev = back["h_prev"]
+        dgh, dn = _gru_backward(back, W_hh, dh_last=dh_last if dhs is None else None, dhs=dhs)
+        drz, dnr = dgh.split(2 * H, -1)  # split, not slices: a slice's backward zero-fills all of dgh
+        n_in = Xp.shape[-1]
+        # ⟨g_i, G⟩ = Σ_t δ·(G_W a_t + G_b) = Σ_t (δ G_W)·a_t + (Σ_t δ)·G_b, for W_ih and W_hh
+        if li > 0:  # one matmul gives δ on the layer below and the numerator's δ G_ih
+            dXp, dG = _gi_matmul(drz, dn, torch.cat([W_ih, G_ih], 2)).split(n_in, -1)
+        else:
+            dG = _gi_matmul(drz, dn, G_ih)
+        sum_rz, sum_n, sum_nr = drz.sum(2), dn.sum(2), dnr.sum(2)  # (D, B, ·)
+        num = (num + _rowdot(dG, Xp) + _rowdot(torch.bmm(dgh.reshape(D, B * T, 3 * H), G_hh).view(D, B, T, H), h_prev)
+               + _rowdot(sum_rz, G_bih[:, None, :2 * H] + G_bhh[:, None, :2 * H])
+               + _rowdot(sum_n, G_bih[:, None, 2 * H:]) + _rowdot(sum_nr, G_bhh[:, None, 2 * H:]))
+        sq = sq + _GhostNorm.apply(drz, dn, dnr, Xp, h_prev)
+        if li > 0:  # δ on this layer's input = δ on the outputs of the layer below
+            dX = _flip_second(dXp).sum(0)  # (B, T, D*H) in original time order
+            dhs = _flip_second(dX.view(B, T, D, H).permute(2, 0, 1, 3))
+    return num, sq
+
+
+def _sample_scores(classifier, G, x, y) -> torch.Tensor:
+    num, sq = _influence_terms(classifier, G, x, y)
+    return num / torch.sqrt(sq.clamp_min(_SAMPLE_EPS ** 2))
+
+
+def _targets(y, like: torch.Tensor) -> torch.Tensor:
+    y = torch.as_tensor(y, device=like.device).to(like.dtype).reshape(-1)
+    if y.shape[0] != like.shape[0]:
+        raise ValueError(f"need one target label per sample: got {y.shape[0]} labels for {like.shape[0]} samples")
+    return y
+
+
+def _check_gradient(classifier, train_gradient):
+    missing = [n for n, p in classifier.named_parameters() if p.requires_grad and n not in train_gradient]
+    if missing:
+        raise ValueError(f"train_gradient has no entry for {missing[:3]}: compute it with "
+                         f"train_grad(classifier, X_train, y_train) for this classifier")
+
+
+def _module_params(classifier, train_gradient, like):
+    _check_gradient(classifier, train_gradient)
+    names, params = zip(*[(n, p) for n, p in classifier.named_parameters() if p.requires_grad])
+    return params, [train_gradient[n].to(like.device, like.dtype) for n in names]
+
+
+def _batch_guidance(classifier, train_gradient, x, y) -> torch.Tensor:
+    """The original's way: ∇_x ⟨ḡ/(‖ḡ‖+1e-6), G⟩, ḡ the gradient of the batch's mean loss (couples the batch)."""
+    params, Gs = _module_params(classifier, train_gradient, x)
+    x = x.detach().requires_grad_(True)
+    loss = F.binary_cross_entropy_with_logits(classifier(x), y, reduction="mean")
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    score = sum((g * G).sum() for g, G in zip(grads, Gs)) / (norm + _BATCH_EPS)
+    return torch.autograd.grad(score, x)[0]
+
+
+def influence_scores(classifier: nn.Module, train_gradient: Gradient, x: torch.Tensor, y) -> torch.Tensor:
+    """score_i = cos(∇θ ℓ(f(x_i), y_i), G) for every sample, (B,); exact, vectorised."""
+    with torch.no_grad():
+        return _sample_scores(classifier, train_gradient, x.detach(), _targets(y, x))
+
+
+def influence_guidance(classifier: nn.Module, train_gradient: Gradient, normalize: str = "sample") -> Hook:
+    """Hook returning ∇_{pred_x0_i} cos(g_i, G) for every sample (normalize='sample': exact, per sample).
+
+    normalize='batch' is the original's coupled way: the mean-loss gradient of the whole batch,
+    normalised once, dotted with G, differentiated w.r.t. the batch; a sample's guidance then
+    depends on the others and is ~1/B as large, so it needs a ~B times larger guidance_scale.
+    """
+    if normalize not in ("sample", "batch"):
+        raise ValueError(f"normalize must be 'sample' (exact, per sample) or 'batch' (the original's coupled "
+                         f"way), got {normalize!r}")
+    if normalize == "sample":
+        _check_gru(classifier)
+
+    def hook(x_t, t, pred_x0, y):
+        was_training = classifier.training
+        classifier.eval()  # the functional path has no dropout; the module path must not either
+        try:
+            with torch.enable_grad():
+                target = _targets(y, pred_x0)
+                if normalize == "batch":
+                    return _batch_guidance(classifier, train_gradient, pred_x0, target).detach()
+                x = pred_x0.detach().requires_grad_(True)
+                score = _sample_scores(classifier, train_gradient, x, target)
+                return torch.autograd.grad(score.sum(), x)[0].detach()
+        finally:
+            classifier.train(was_training)
+
+    return hook
+
+
+def influence_guidance_loop(classifier: nn.Module, train_gradient: Gradient, x: torch.Tensor, y) -> torch.Tensor:
+    """Slow reference: one sample at a time, plain autograd (double backward) on the module, as the
+    original computes it for a batch of one. Works for any classifier; for tests and benchmarks."""
+    y = _targets(y, x)
+    params, Gs = _module_params(classifier, train_gradient, x)
+    was_training = classifier.training
+    classifier.eval()
+    out = []
+    try:
+        with torch.enable_grad():
+            for i in range(x.shape[0]):
+                xi = x[i:i + 1].detach().requires_grad_(True)
+                loss = F.binary_cross_entropy_with_logits(classifier(xi), y[i:i + 1], reduction="sum")
+                grads = torch.autograd.grad(loss, params, create_graph=True)
+                sq = sum((g * g).sum() for g in grads)
+                score = sum((g * G).sum() for g, G in zip(grads, Gs)) / torch.sqrt(sq.clamp_min(_SAMPLE_EPS ** 2))
+                out.append(torch.autograd.grad(score, xi)[0])
+    finally:
+        classifier.train(was_training)
+    return torch.cat(out).detach()
+
+
+# --------------------------------------------------------------------------- classifier guidance
+def classifier_guidance(classifier: nn.Module) -> Hook:
+    """Hook returning ∇_{pred_x0} log p(y | pred_x0) per sample (classifier in eval mode)."""
+
+    def hook(x_t, t, pred_x0, y):
+        was_training = classifier.training
+        classifier.eval()
+        try:
+            with torch.enable_grad():
+                x = pred_x0.detach().requires_grad_(True)
+                target = _targets(y, x)
+                logit = classifier(x)
+                # log p(y|x) = y log σ(f) + (1 - y) log σ(-f); samples are independent in eval mode
+                logp = target * F.logsigmoid(logit) + (1 - target) * F.logsigmoid(-logit)
+                (grad,) = torch.autograd.grad(logp.sum(), x)
+        finally:
+            classifier.train(was_training)
+        return grad.detach()
+
+    return hook
+
+
+# --------------------------------------------------------------------------- labels to generate
+def target_labels(y_train, n: int | Mapping | None = None, seed: int = 0) -> np.ndarray:
+    """Labels to generate, shuffled: by default as many of each label as in y_train; an int `n`
+    keeps the proportions (largest remainder, total exactly n); a dict {label: count} is explicit."""
+    y_train = np.asarray(y_train).reshape(-1)
+    if isinstance(n, Mapping):
+        if any(int(c) < 0 for c in n.values()):
+            raise ValueError(f"label counts must be >= 0, got {dict(n)}")
+        counts = {k: int(c) for k, c in n.items()}
+    else:
+        labels, real = np.unique(y_train, return_counts=True)
+        if len(labels) == 0:
+            raise ValueError("y_train is empty: cannot take label proportions from it")
+        if n is None:
+            counts = dict(zip(labels.tolist(), real.tolist()))
+        else:
+            if int(n) < 0:
+                raise ValueError(f"n must be >= 0, got {n}")
+            exact = real / real.sum() * int(n)
+            base = np.floor(exact).astype(int)
+            order = np.argsort(-(exact - base), kind="stable")
+            base[order[:int(n) - base.sum()]] += 1
+            counts = dict(zip(labels.tolist(), base.tolist()))
+    dtype = y_train.dtype if y_train.size else np.int64
+    out = np.concatenate([np.full(c, k, dtype=dtype) for k, c in counts.items()]) if counts else np.array([], dtype)
+    return np.random.default_rng(seed).permutation(out)
