@@ -109,7 +109,8 @@ def _flip_second(Xp: torch.Tensor) -> torch.Tensor:
     """(D, B, T, ·) with direction 1 time-reversed: original order <-> processing order."""
     if Xp.shape[0] == 1:
         return Xp
-    return torch.stack([Xp[0], Xp[1].flip(1)])
+    forward, backward = Xp.unbind(0)  # unbind, not Xp[0]: indexing's backward zero-fills all of Xp
+    return torch.stack([forward, backward.flip(1)])
 
 
 def _gru_forward(Xp, W_ih, W_hh, b_ih, b_hh):
@@ -120,22 +121,21 @@ def _gru_forward(Xp, W_ih, W_hh, b_ih, b_hh):
     D, B, T, n_in = Xp.shape
     H = W_hh.shape[-1]
     gi = torch.baddbmm(b_ih.unsqueeze(1), Xp.reshape(D, B * T, n_in), W_ih.transpose(1, 2))  # (D, B*T, 3H)
+    # per-gate, per-step views; unbind (not indexing or per-step split): each backward is one stack
+    g_r, g_z, g_n = (g.unbind(2) for g in gi.view(D, B, T, 3, H).unbind(3))
     W_hhT = W_hh.transpose(1, 2)  # (D, H, 3H)
     b_hh = b_hh.unsqueeze(1)      # (D, 1, 3H)
     h = Xp.new_zeros(D, B, H)
     hs, zs, A_ns, Cs = [], [], [], []
-    for g in gi.view(D, B, T, 3 * H).unbind(2):  # unbind: its backward is one stack, not T zero-filled copies
-        gh = torch.baddbmm(b_hh, h, W_hhT)  # (D, B, 3H)
-        g_rz, g_n = g.split(2 * H, -1)
-        gh_rz, gh_n = gh.split(2 * H, -1)
-        rz = torch.sigmoid(g_rz + gh_rz)
-        r, z = rz.chunk(2, -1)
-        n = torch.tanh(torch.addcmul(g_n, r, gh_n))
+    for t in range(T):
+        gh_r, gh_z, gh_n = torch.baddbmm(b_hh, h, W_hhT).view(D, B, 3, H).unbind(2)
+        r = torch.sigmoid(g_r[t] + gh_r)
+        z = torch.sigmoid(g_z[t] + gh_z)
+        n = torch.tanh(torch.addcmul(g_n[t], r, gh_n))
         # local derivatives for the backward, computed here while this step's tensors are in cache:
         # δn = δh A_n, A_n = (1-z)(1-n²);  δ(W_hh h + b_hh) = δh * [A_n r(1-r) gh_n, (h-n) z(1-z), A_n r]
-        s_r, s_z = (rz * (1 - rz)).chunk(2, -1)
         A_n = (1 - z) * (1 - n * n)
-        Cs.append(torch.stack([A_n * s_r * gh_n, (h - n) * s_z, A_n * r], -2))  # (D, B, 3, H)
+        Cs.append(torch.stack([A_n * r * (1 - r) * gh_n, (h - n) * z * (1 - z), A_n * r], -2))  # (D, B, 3, H)
         zs.append(z), A_ns.append(A_n)
         h = torch.lerp(n, h, z)  # (1 - z) n + z h
         hs.append(h)
@@ -154,7 +154,7 @@ def _stack_forward(layers, x):
         saved.append((Xp, back))
         out = _flip_second(hs).permute(1, 2, 0, 3).reshape(B, T, D * H)  # (B, T, D*H), original order
         Xp = _flip_second(out.unsqueeze(0).expand(D, *out.shape))
-    return saved, out, hs[:, :, -1].transpose(0, 1).reshape(B, D * H)
+    return saved, out, hs.unbind(2)[-1].transpose(0, 1).reshape(B, D * H)
 
 
 def _gru_backward(back, W_hh, dh_last=None, dhs=None):
@@ -197,28 +197,53 @@ def _gram(a):
     return a @ a.transpose(-1, -2)
 
 
-class _GhostNorm(torch.autograd.Function):
-    """‖g_i‖² of one GRU layer's weights and biases from Gram matrices over time (ghost norm).
+class _LayerTerms(torch.autograd.Function):
+    """One GRU layer's share of ⟨g_i, G⟩ and ‖g_i‖², and δ on its input, from its δ.
 
-    With δ of the input pre-activations [drz, dn] (inputs Xp) and of the recurrent ones
-    [drz, dnr] (inputs h_prev): Σ_ts Grz∘(Ka+Kh) + Gn∘Ka + Gnr∘Kh, Ka = Xp Xpᵀ + 1,
-    Kh = h_prev h_prevᵀ + 1 (+1: biases). A hand-written backward needs one small bmm per
-    input where autograd would spend two per Gram.
+    Inputs (processing order): dgh = δ(W_hh h + b_hh) (D,B,T,3H), dn = δ of the n gate's input
+    pre-activation (D,B,T,H), the layer's inputs Xp (D,B,T,in) and h_prev (D,B,T,H); the rest
+    are constants. δ(W_ih x + b_ih) = [drz, dn] with drz = dgh[..., :2H]; dnr = dgh[..., 2H:].
+      ⟨g_i, G⟩ = Σ_t (δ G_W)·a_t + (Σ_t δ)·G_b over (W_ih, x) and (W_hh, h_prev);
+      ‖g_i‖² = Σ_ts Grz∘(Ka+Kh) + Gn∘Ka + Gnr∘Kh, G· = δ Grams, Ka = Xp Xpᵀ + 1, Kh = h_prev h_prevᵀ + 1
+    (ghost norm; +1 for biases). The backward is written out: fused matmuls, no split/cat passes.
     """
 
     @staticmethod
-    def forward(ctx, drz, dn, dnr, Xp, h_prev):
+    def forward(ctx, dgh, dn, Xp, h_prev, W_ih, G_ih, G_hh, G_bih, G_bhh):
+        D, B, T, H = dn.shape
+        n_in = Xp.shape[-1]
+        drz, dnr = dgh[..., :2 * H], dgh[..., 2 * H:]
+        both = _gi_matmul(drz, dn, torch.cat([W_ih, G_ih], 2))  # (D,B,T,2in): δ on the input and δ G_ih
+        dX, dG = both[..., :n_in], both[..., n_in:]
+        dH = torch.bmm(dgh.reshape(D, B * T, 3 * H), G_hh).view(D, B, T, H)
+        bias = torch.einsum("dbk,dk->b", dgh.sum(2), G_bhh) + torch.einsum("dbk,dk->b", drz.sum(2), G_bih[:, :2 * H]) \
+            + torch.einsum("dbk,dk->b", dn.sum(2), G_bih[:, 2 * H:])
+        num = _rowdot(dG, Xp) + _rowdot(dH, h_prev) + bias
         Grz, Gn, Gnr = _gram(drz), _gram(dn), _gram(dnr)
         Ka, Kh = _gram(Xp) + 1, _gram(h_prev) + 1
-        ctx.save_for_backward(drz, dn, dnr, Xp, h_prev, Grz, Gn, Gnr, Ka, Kh)
-        return _rowdot(Grz, Ka + Kh) + _rowdot(Gn, Ka) + _rowdot(Gnr, Kh)
+        sq = _rowdot(Grz, Ka + Kh) + _rowdot(Gn, Ka) + _rowdot(Gnr, Kh)
+        ctx.save_for_backward(dgh, dn, Xp, h_prev, dG, dH, Grz, Gn, Gnr, Ka, Kh, W_ih, G_ih, G_hh, G_bih, G_bhh)
+        return num, sq, dX
 
     @staticmethod
-    def backward(ctx, c):
-        drz, dn, dnr, Xp, h_prev, Grz, Gn, Gnr, Ka, Kh = ctx.saved_tensors
-        c2 = 2 * c[None, :, None, None]  # Grams are symmetric: ∂ Σ K∘(a aᵀ) / ∂a = 2 K a
-        return ((c2 * (Ka + Kh)) @ drz, (c2 * Ka) @ dn, (c2 * Kh) @ dnr,
-                (c2 * (Grz + Gn)) @ Xp, (c2 * (Grz + Gnr)) @ h_prev)
+    def backward(ctx, c_num, c_sq, g_dX):
+        dgh, dn, Xp, h_prev, dG, dH, Grz, Gn, Gnr, Ka, Kh, W_ih, G_ih, G_hh, G_bih, G_bhh = ctx.saved_tensors
+        D, B, T, H = dn.shape
+        n_in = Xp.shape[-1]
+        u = c_num[None, :, None, None]
+        c2 = 2 * c_sq[None, :, None, None]  # Grams are symmetric: ∂ Σ K∘(a aᵀ) / ∂a = 2 K a
+        # δ-side: u (G_W a + G_b) from the numerator, g_dX W_ih from dX, 2 c K δ from the ghost norm
+        P = torch.bmm(torch.cat([u * Xp, g_dX], -1).view(D, B * T, 2 * n_in),
+                      torch.cat([G_ih, W_ih], 2).transpose(1, 2)).view(D, B, T, 3 * H)
+        d_dgh = torch.bmm((u * h_prev).view(D, B * T, H), G_hh.transpose(1, 2)).view(D, B, T, 3 * H)
+        d_dgh += u * G_bhh[:, None, None, :]
+        d_dgh += (c2 * Kh) @ dgh
+        d_dgh[..., :2 * H] += P[..., :2 * H] + u * G_bih[:, None, None, :2 * H] + (c2 * Ka) @ dgh[..., :2 * H]
+        d_dn = P[..., 2 * H:] + u * G_bih[:, None, None, 2 * H:] + (c2 * Ka) @ dn
+        # input side: u δ G_W from the numerator, 2 c G a from the ghost norm
+        d_Xp = u * dG + (c2 * (Grz + Gn)) @ Xp
+        d_h_prev = u * dH + (c2 * (Grz + Gnr)) @ h_prev
+        return d_dgh, d_dn, d_Xp, d_h_prev, None, None, None, None, None
 
 
 def _influence_terms(classifier, G: Mapping[str, torch.Tensor], x, y):
@@ -248,20 +273,9 @@ def _influence_terms(classifier, G: Mapping[str, torch.Tensor], x, y):
         W_ih, W_hh, _, _ = layers[li]
         G_ih, G_hh, G_bih, G_bhh = glayers[li]
         Xp, back = saved[li]
-        h_prev = back["h_prev"]
         dgh, dn = _gru_backward(back, W_hh, dh_last=dh_last if dhs is None else None, dhs=dhs)
-        drz, dnr = dgh.split(2 * H, -1)  # split, not slices: a slice's backward zero-fills all of dgh
-        n_in = Xp.shape[-1]
-        # ⟨g_i, G⟩ = Σ_t δ·(G_W a_t + G_b) = Σ_t (δ G_W)·a_t + (Σ_t δ)·G_b, for W_ih and W_hh
-        if li > 0:  # one matmul gives δ on the layer below and the numerator's δ G_ih
-            dXp, dG = _gi_matmul(drz, dn, torch.cat([W_ih, G_ih], 2)).split(n_in, -1)
-        else:
-            dG = _gi_matmul(drz, dn, G_ih)
-        sum_rz, sum_n, sum_nr = drz.sum(2), dn.sum(2), dnr.sum(2)  # (D, B, ·)
-        num = (num + _rowdot(dG, Xp) + _rowdot(torch.bmm(dgh.reshape(D, B * T, 3 * H), G_hh).view(D, B, T, H), h_prev)
-               + _rowdot(sum_rz, G_bih[:, None, :2 * H] + G_bhh[:, None, :2 * H])
-               + _rowdot(sum_n, G_bih[:, None, 2 * H:]) + _rowdot(sum_nr, G_bhh[:, None, 2 * H:]))
-        sq = sq + _GhostNorm.apply(drz, dn, dnr, Xp, h_prev)
+        num_l, sq_l, dXp = _LayerTerms.apply(dgh, dn, Xp, back["h_prev"], W_ih, G_ih, G_hh, G_bih, G_bhh)
+        num, sq = num + num_l, sq + sq_l
         if li > 0:  # δ on this layer's input = δ on the outputs of the layer below
             dX = _flip_second(dXp).sum(0)  # (B, T, D*H) in original time order
             dhs = _flip_second(dX.view(B, T, D, H).permute(2, 0, 1, 3))
