@@ -34,10 +34,13 @@ class Profile:
     ddim_steps: int = 20
     ddim_eta: float = 0.0
     sample_batch_size: int = 256
-    guidance_scale: float = 1.0             # TarDiff influence guidance
-    classifier_guidance_scale: float = 1.0
+    # Both guidance gradients have a per-sample norm of ~0.06 in model space (192 values of sd 1), so a
+    # scale of 5 moves pred_x0 by ~0.3 per step: visible, yet small beside the data. Fixed a priori;
+    # the sweep shows the rest.
+    guidance_scale: float = 5.0             # TarDiff influence guidance
+    classifier_guidance_scale: float = 5.0
     cfg_scale: float = 1.0
-    sweep_scales: tuple = (0.0, 0.5, 1.0, 2.0, 4.0)
+    sweep_scales: tuple = (0.0, 2.0, 5.0, 10.0, 20.0)
     n_seeds: int = 3
     alphas: tuple = ALPHAS
     bootstrap: int = 1000
@@ -58,21 +61,22 @@ def _smoke() -> Profile:
         unet=UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=()),
         diffusion_train=DiffusionTrainConfig(steps=30, batch_size=32, warmup=5, checkpoint_every=15,
                                              log_every=5),
-        ddim_steps=5, sample_batch_size=128, sweep_scales=(0.0, 1.0), n_seeds=2, alphas=(0.2, 1.0),
+        ddim_steps=5, sample_batch_size=128, sweep_scales=(0.0, 5.0), n_seeds=2, alphas=(0.2, 1.0),
         bootstrap=50,
     )
 
 
 def _default() -> Profile:
-    # Sized for a 2-core CPU: the downstream model is re-trained ~150 times for the tables.
-    guide = ClassifierConfig(hidden=64, layers=2, dropout=0.2)
-    evaluator = ClassifierConfig(hidden=64, layers=2, dropout=0.2)
+    # Sized for a 2-core CPU: the downstream model is re-trained ~150 times for the tables, so it is a
+    # 1-layer biGRU of hidden 32 (test-b AUROC .70 for mortality, vs .71 for 2 layers of 64 at 4x the time).
+    # f_theta is that same downstream model, as in the paper.
+    downstream = ClassifierConfig(hidden=32, layers=1, dropout=0.2)
     return Profile(
         name="default",
-        guide_classifier=guide, guide_train=TrainConfig(max_epochs=30, patience=5, monitor="loss"),
-        eval_classifier=evaluator, eval_train=TrainConfig(max_epochs=20, patience=4, monitor="loss"),
+        guide_classifier=downstream, guide_train=TrainConfig(max_epochs=30, patience=5, monitor="loss"),
+        eval_classifier=downstream, eval_train=TrainConfig(max_epochs=20, patience=4, monitor="loss"),
         unet=UNetConfig(),
-        diffusion_train=DiffusionTrainConfig(steps=4000, batch_size=128),
+        diffusion_train=DiffusionTrainConfig(steps=3000, batch_size=128),
     )
 
 

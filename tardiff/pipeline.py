@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,7 +214,7 @@ def train_diffusion_model(X: np.ndarray, y: np.ndarray | None, profile: Profile,
     unet = profile.unet if y is None else replace(profile.unet, num_classes=2)
     start = time.perf_counter()
     model, history = train_diffusion(X, y, unet=unet, diffusion=profile.diffusion, train=profile.diffusion_train,
-                                     seed=seed, device=device, checkpoint_dir=path.parent / f"{path.stem}_ckpt",
+                                     seed=seed, device=device, checkpoint_dir=path.parent / f"{path.stem}_{profile.name}_ckpt",
                                      progress=progress)
     save_diffusion(model, path, unet=unet, history=history)
     write_manifest(path.with_suffix(".json"), config={"unet": unet, "diffusion": profile.diffusion,
@@ -267,7 +268,13 @@ def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: 
         run("tardiff", ddpm, guidance=hook, guidance_scale=profile.guidance_scale)
     if sweep:
         for scale in profile.sweep_scales:
-            run(f"tardiff_scale{scale:g}", ddpm, guidance=hook, guidance_scale=scale)
+            name = f"tardiff_scale{scale:g}"
+            if "tardiff" in written and scale == profile.guidance_scale:  # the same run: copy, don't resample
+                for suffix in (".npz", ".json"):
+                    shutil.copyfile(written["tardiff"].with_suffix(suffix), (out_dir / name).with_suffix(suffix))
+                written[name] = out_dir / f"{name}.npz"
+            else:
+                run(name, ddpm, guidance=hook, guidance_scale=scale)
     (out_dir / "index.json").write_text(json.dumps({k: str(v) for k, v in written.items()}, indent=2))
     return written
 
