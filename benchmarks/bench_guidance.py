@@ -1,9 +1,10 @@
 """Benchmark exact per-sample influence guidance against the naive per-sample loop.
 
-    python benchmarks/bench_guidance.py [--device cuda] [--batch-size 256] [--profile]
+    python benchmarks/bench_guidance.py [--device cuda] [--batch-size 256] [--profiles default paper]
 
-Default-profile models (classifier biGRU hidden 256 x 2 layers; UNet1D(8, UNetConfig()) untrained),
-random inputs. Every ratio compares timings taken in this same run. Writes
+For each profile, its models (classifier f_theta and UNet1D, untrained: timing does not depend on the
+weights) on random inputs: `default` (the 2-core CPU profile: biGRU 32 x 1) and `paper` (biGRU 256 x 2,
+UNet 64 x (1,2,4,4)). Every ratio compares timings taken in this same run. Writes
 outputs/benchmarks/guidance.json and prints the same figures.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tardiff.classifier import ClassifierConfig, RNNClassifier
+from tardiff.classifier import RNNClassifier
+from tardiff.config import get_profile
 from tardiff.guidance import influence_guidance, influence_guidance_loop, train_grad
 from tardiff.utils import get_device, seed_everything, write_manifest
 
@@ -55,6 +57,7 @@ def rel_err(a, b):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--profiles", nargs="+", default=["default", "paper"], choices=["smoke", "default", "paper"])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--loop-samples", type=int, default=None,
                         help="samples the naive guidance loop runs (default: the whole batch); timed linearly per sample")
@@ -68,17 +71,28 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device = get_device(args.device)
+    started = time.perf_counter()
+    results = {name: measure(get_profile(name), args, device) for name in args.profiles}
+    write_manifest(args.out, config=vars(args), seed=0, wall_time_s=time.perf_counter() - started,
+                   device=str(device), torch=torch.__version__, num_threads=torch.get_num_threads(),
+                   profiles=results)
+    print(f"wrote {args.out}")
+    return results
+
+
+def measure(profile, args, device) -> dict:
+    """Every figure of one profile's models, measured in this run."""
     seed_everything(0)
     B = args.batch_size
-    started = time.perf_counter()
-    classifier = RNNClassifier(NF, ClassifierConfig()).to(device).eval()
+    config = profile.guide_classifier
+    classifier = RNNClassifier(NF, config).to(device).eval()
     n_params = sum(p.numel() for p in classifier.parameters())
     X_train = torch.randn(args.train_size, T, NF)
     y_train = (torch.rand(args.train_size) < 0.3).float()
     x = torch.randn(B, T, NF, device=device)
     y = (torch.rand(B) < 0.5).float().to(device)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {B}, "
-          f"classifier biGRU 256x2 ({n_params:,} parameters)")
+    print(f"[{profile.name}] device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"batch {B}, classifier biGRU {config.hidden}x{config.layers} ({n_params:,} parameters)")
 
     # train gradient: batched vs one sample at a time (the original's loop)
     t_grad, G = timed(lambda: train_grad(classifier, X_train, y_train, batch_size=512), device, 1)
@@ -107,22 +121,22 @@ def main(argv=None):
     ddim = {}
     try:
         from tardiff.diffusion import DiffusionConfig, ddim_sample
-        from tardiff.unet1d import UNet1D, UNetConfig
+        from tardiff.unet1d import UNet1D
     except ImportError as exc:  # the sampler lives in another engineer's module
         print(f"DDIM part skipped: {exc}")
     else:
-        unet = UNet1D(NF, UNetConfig()).to(device).eval()
+        unet = UNet1D(NF, profile.unet).to(device).eval()
         labels = y.long().cpu().numpy()
         kw = dict(steps=args.ddim_steps, batch_size=B, seed=0, device=device, progress=False, seq_len=T)
         t_plain, _ = timed(lambda: ddim_sample(unet, DiffusionConfig(), labels, **kw), device, args.repeat)
-        t_guided, _ = timed(lambda: ddim_sample(unet, DiffusionConfig(), labels, guidance=hook, guidance_scale=1.0,
+        t_guided, _ = timed(lambda: ddim_sample(unet, DiffusionConfig(), labels, guidance=hook, guidance_scale=profile.guidance_scale,
                                                 **kw), device, 1)
         ddim = {"ddim_unguided_s": t_plain, "ddim_guided_s": t_guided,
                 "guided_over_unguided_time": t_guided / t_plain}
 
     results = {
-        "batch_size": B, "device": str(device), "torch": torch.__version__,
-        "num_threads": torch.get_num_threads(), "classifier_parameters": n_params,
+        "batch_size": B, "classifier": f"biGRU hidden {config.hidden} x {config.layers} layers",
+        "classifier_parameters": n_params, "unet": str(profile.unet),
         "influence_vectorised_s": t_vec, "influence_loop_s": t_loop, "influence_batch_coupled_s": t_batch,
         "influence_loop_samples_timed": n_loop,
         "influence_speedup_vs_loop": t_loop / t_vec,
@@ -153,8 +167,6 @@ def main(argv=None):
               f"influence-guided {ddim['ddim_guided_s']:.2f} s")
     for name, g in goals.items():
         print(f"  {name:34s} {results[name]:10.4g}   goal {g['goal']:8s} {'met' if g['met'] else 'MISSED'}")
-    write_manifest(args.out, config=vars(args), seed=0, wall_time_s=time.perf_counter() - started, **results)
-    print(f"wrote {args.out}")
     return results
 
 

@@ -34,10 +34,9 @@ device = "auto"
 # %%
 from pathlib import Path
 
-import pandas as pd
 from IPython.display import display
 
-from tardiff import data, plots, stays
+from tardiff import data, pipeline, plots
 from tardiff.config import get_profile
 
 print(get_profile(profile))
@@ -50,28 +49,26 @@ figures = Path(figures_dir)
 
 # %%
 if dataset:
-    cohorts = {Path(dataset).stem: stays.load_stays(dataset)}
+    sources = {Path(dataset).stem: Path(dataset)}
 else:
-    written = data.extract(data.resolve_data_dir(data_dir or None), data_out, seed=seed)
-    cohorts = {name: stays.load_stays(path) for name, path in written.items()}
-manifest = data_out / "manifest.json"
-if manifest.exists():
-    print(manifest.read_text()[:3000])
+    sources = data.extract(data.resolve_data_dir(data_dir or None), data_out, seed=seed)
+    print((data_out / "manifest.json").read_text()[:3000])
 
 # %% [markdown]
 # ## The cohort
 # Stays, outcome rates, and per channel the observed fraction and the mean ± sd by outcome (physical units).
 
 # %%
-display(pd.DataFrame([stays.cohort_overview(arrays, name) for name, arrays in cohorts.items()]))
-display(pd.concat([stays.cohort_summary(arrays, name) for name, arrays in cohorts.items()]).round(2))
+overview, per_channel, cohorts = pipeline.describe(sources)
+display(overview)
+display(per_channel.round(2))
 
 # %% [markdown]
 # ## Missingness and distributions
 # Most channels are charted hourly, SaO2 (arterial blood gas) rarely; urine output is recorded as volumes.
 
 # %%
-first_name, first = next(iter(cohorts.items()))
-plots.missingness(first["mask"], first["channels"], figures / "missingness.png", title=first_name)
-plots.distributions_by_label(first["X_raw"], first["y_mortality"], first["channels"],
-                             figures / "distributions_by_label.png")
+for first_name, first in list(cohorts.items())[:1]:  # a user's own (X, y) file has no mask to show
+    plots.missingness(first["mask"], first["channels"], figures / "missingness.png", title=first_name)
+    plots.distributions_by_label(first["X_raw"], first["y_mortality"], first["channels"],
+                                 figures / "distributions_by_label.png")

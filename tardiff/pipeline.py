@@ -155,6 +155,30 @@ def _load_single(path: Path):
     return {"X": (X - mean) / sd, "y": y, "split": split}, None, channels
 
 
+def describe(sources: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Cohort overview and per-channel table of each source; also returns the stays files loaded.
+
+    A user's own (X, y) file has no physical units or mask: it gets counts and model-space means only.
+    """
+    overview, per_channel, loaded = [], [], {}
+    for name, path in sources.items():
+        with np.load(path, allow_pickle=False) as data:
+            is_stays = "X_raw" in data.files
+        if is_stays:
+            loaded[name] = arrays = stays.load_stays(path)
+            overview.append(stays.cohort_overview(arrays, name))
+            per_channel.append(stays.cohort_summary(arrays, name))
+        else:
+            arrays, _, channels = _load_single(Path(path))
+            X, y = arrays["X"], arrays["y"]
+            overview.append({"dataset": name, "stays": len(y), "positive_rate": float(y.mean()),
+                             "hours": X.shape[1], "features": X.shape[2]})
+            per_channel.append(pd.DataFrame({"dataset": name, "channel": channels,
+                                             "mean_negative": X[y == 0].mean(axis=(0, 1)),
+                                             "mean_positive": X[y == 1].mean(axis=(0, 1))}))
+    return pd.DataFrame(overview), pd.concat(per_channel, ignore_index=True), loaded
+
+
 # ---- files --------------------------------------------------------------------------------------
 
 def paths(outputs: str | Path) -> dict[str, Path]:
