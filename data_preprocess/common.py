@@ -200,3 +200,17 @@ def print_summary(arrays: dict, name: str, out: Path) -> None:
     overview = stays.cohort_overview(arrays, name)
     print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in overview.items()))
     print(stays.cohort_summary(arrays, name).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+
+
+def run_cli(argv, *, prog: str, description: str, database: str, extract) -> None:
+    """The extractors' shared command line: --data-dir, --out, --hours, --seed, --chunksize."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--data-dir", required=True, help=f"folder holding the {database} CSV(.gz) tables")
+    parser.add_argument("--out", required=True, help="output .npz (a .json manifest is written beside it)")
+    parser.add_argument("--hours", type=int, default=24, help="hours per sample; shorter stays are excluded")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the 70/10/20 split")
+    parser.add_argument("--chunksize", type=int, default=DEFAULT_CHUNKSIZE, help="CSV rows per chunk")
+    args = parser.parse_args(argv)
+    extract(args.data_dir, args.out, hours=args.hours, seed=args.seed, chunksize=args.chunksize)

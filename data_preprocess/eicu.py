@@ -8,7 +8,6 @@ unobserved with a warning (the public demo lacks it). Tables are streamed in chu
 """
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
 from pathlib import Path
@@ -17,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from tardiff import stays
-from data_preprocess.common import DEFAULT_CHUNKSIZE, HourlyCollector, finish, find_table, read_chunks, read_table
+from data_preprocess.common import (DEFAULT_CHUNKSIZE, HourlyCollector, finish, find_table, read_chunks, read_table,
+                                    run_cli)
 
 TABLES = ("patient", "vitalAperiodic", "intakeOutput")
 OPTIONAL_TABLES = ("vitalPeriodic",)
@@ -140,17 +140,10 @@ def extract_eicu(data_dir, out, hours: int = 24, seed: int = 0, chunksize: int =
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m data_preprocess.eicu", description=__doc__.split("\n\n")[0] + " Needs "
-        + ", ".join(f"{t}.csv[.gz]" for t in TABLES) + " in --data-dir; vitalPeriodic.csv[.gz] optional "
-        "(without it HR, RR, Temp, SaO2 are unobserved).")
-    parser.add_argument("--data-dir", required=True, help="folder holding the eICU CSV(.gz) tables")
-    parser.add_argument("--out", required=True, help="output .npz (a .json manifest is written beside it)")
-    parser.add_argument("--hours", type=int, default=24, help="hours per sample; shorter unit stays are excluded")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the 70/10/20 split")
-    parser.add_argument("--chunksize", type=int, default=DEFAULT_CHUNKSIZE, help="CSV rows per chunk")
-    args = parser.parse_args(argv)
-    extract_eicu(args.data_dir, args.out, hours=args.hours, seed=args.seed, chunksize=args.chunksize)
+    run_cli(argv, prog="python -m data_preprocess.eicu", database="eICU", extract=extract_eicu,
+            description=__doc__.split("\n\n")[0] + " Needs "
+            + ", ".join(f"{t}.csv[.gz]" for t in TABLES) + " in --data-dir; vitalPeriodic.csv[.gz] optional "
+            "(without it HR, RR, Temp, SaO2 are unobserved).")
 
 
 if __name__ == "__main__":

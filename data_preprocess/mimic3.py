@@ -8,7 +8,6 @@ so the full 330-million-row table never sits in memory.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pandas as pd
 
 from tardiff import stays
 from data_preprocess.common import (DEFAULT_CHUNKSIZE, NAT, NS_PER_HOUR, HourlyCollector, finish,
-                                    find_table, read_chunks, read_table, to_ns)
+                                    find_table, read_chunks, read_table, run_cli, to_ns)
 
 TABLES = ("ICUSTAYS", "ADMISSIONS", "CHARTEVENTS", "OUTPUTEVENTS")
 
@@ -157,16 +156,9 @@ def extract_mimic3(data_dir, out, hours: int = 24, seed: int = 0, chunksize: int
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m data_preprocess.mimic3", description=__doc__.split("\n\n")[0] + " Needs "
-        + ", ".join(f"{t}.csv[.gz]" for t in TABLES) + " in --data-dir (D_ITEMS not needed).")
-    parser.add_argument("--data-dir", required=True, help="folder holding the MIMIC-III CSV(.gz) tables")
-    parser.add_argument("--out", required=True, help="output .npz (a .json manifest is written beside it)")
-    parser.add_argument("--hours", type=int, default=24, help="hours per sample; shorter stays are excluded")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the 70/10/20 split")
-    parser.add_argument("--chunksize", type=int, default=DEFAULT_CHUNKSIZE, help="CSV rows per chunk")
-    args = parser.parse_args(argv)
-    extract_mimic3(args.data_dir, args.out, hours=args.hours, seed=args.seed, chunksize=args.chunksize)
+    run_cli(argv, prog="python -m data_preprocess.mimic3", database="MIMIC-III", extract=extract_mimic3,
+            description=__doc__.split("\n\n")[0] + " Needs "
+            + ", ".join(f"{t}.csv[.gz]" for t in TABLES) + " in --data-dir (D_ITEMS not needed).")
 
 
 if __name__ == "__main__":
