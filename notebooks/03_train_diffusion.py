@@ -49,7 +49,8 @@ tasks = pipeline.tasks_for(dataset, config.tasks)
 real = pipeline.load_real(dataset, tasks[0], config, seed=seed)
 model, history = pipeline.train_diffusion_model(real.X_train, None, config, paths["models"] / "ddpm.pt",
                                                 seed=seed, device=device)
-plots.diffusion_loss(history["loss"], Path(figures_dir) / "diffusion_loss.png")
+plots.diffusion_loss(history["loss"], Path(figures_dir) / "diffusion_loss.png",
+                     loss_name=config.diffusion.loss.upper())
 
 # %% [markdown]
 # ## Class-conditional models for classifier-free guidance

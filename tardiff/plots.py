@@ -203,7 +203,8 @@ def guidance_sweep(df: pd.DataFrame, path, title: str | None = None) -> plt.Figu
     return _save(fig, path)
 
 
-def diffusion_loss(losses, path, window: int = 50, log_every: int = 1, title: str | None = None) -> plt.Figure:
+def diffusion_loss(losses, path, window: int = 50, log_every: int = 1, title: str | None = None,
+                   loss_name: str = "L1") -> plt.Figure:
     """Diffusion training loss as logged (faint) and its moving average over `window` values."""
     _style()
     losses = np.asarray(losses, dtype=float)
@@ -216,7 +217,7 @@ def diffusion_loss(losses, path, window: int = 50, log_every: int = 1, title: st
     if len(losses) and (losses > 0).all():
         ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel("denoising loss (MSE)")
+    ax.set_ylabel(f"denoising loss ({loss_name} on ε)")
     ax.set_title(title or "Diffusion training loss")
     ax.legend()
     fig.tight_layout()
