@@ -311,8 +311,9 @@ def load_sweep_sets(synthetic_dir: Path, scales) -> dict:
     return {scale: load_synthetic(synthetic_dir / f"tardiff_scale{scale:g}.npz") for scale in scales}
 
 
-def evaluate_task(real: RealData, profile: Profile, synthetic_dir: Path, seed: int = 0, device=None) -> dict:
-    """TSTR, TSRTR, fidelity, privacy and the guidance-scale sweep of one task, as data frames."""
+def evaluate_task(real: RealData, profile: Profile, synthetic_dir: Path, models_dir: Path, seed: int = 0,
+                  device=None) -> dict:
+    """TSTR, TSRTR, fidelity, privacy, the guidance-scale sweep and guidance diagnostics of one task."""
     from tardiff import evaluate
 
     config = evaluate.EvalConfig.from_profile(profile, seed=seed, device=device)
@@ -324,17 +325,48 @@ def evaluate_task(real: RealData, profile: Profile, synthetic_dir: Path, seed: i
                                                 include_real=False)], ignore_index=True)
     fidelity = evaluate.fidelity_table(sets, real.X_train, real.X_test, channels=real.channels).assign(task=real.task)
     privacy = evaluate.privacy_table(sets, real.X_train, real.X_val, seed=seed, device=device).assign(task=real.task)
-    sweep = evaluate.guidance_sweep(load_sweep_sets(synthetic_dir, profile.sweep_scales), real, real.task, config)
+    sweep_sets = load_sweep_sets(synthetic_dir, profile.sweep_scales)
+    sweep = evaluate.guidance_sweep(sweep_sets, real, real.task, config)
+    named_sweep = {f"tardiff_scale{scale:g}": xy for scale, xy in sweep_sets.items()}
+    diagnostics = guidance_diagnostics(real, {**sets, **named_sweep}, models_dir, device=device)
     return {"tstr": tstr, "tsrtr": tsrtr[tstr.columns.tolist()[:7] + ["alpha"] + tstr.columns.tolist()[7:]],
-            "fidelity": fidelity, "privacy": privacy, "sweep": sweep}
+            "fidelity": fidelity, "privacy": privacy, "sweep": sweep, "diagnostics": diagnostics}
+
+
+def guidance_diagnostics(real: RealData, sets: dict, models_dir: Path, device=None) -> pd.DataFrame:
+    """Does guidance do what it optimises? Per synthetic set: f_theta's AUROC against the target labels
+    (does the guiding classifier agree with them?) and the mean influence score cos(g_i, G)."""
+    from tardiff.classifier import load_classifier
+    from tardiff.guidance import train_grad
+
+    classifier = load_classifier(models_dir / f"classifier_{real.task}.pt", device=device)
+    G = train_grad(classifier, real.X_train, real.y_train, device=device)
+    sets = {"real (train)": (real.X_train, real.y_train), **sets}
+    return pd.DataFrame([{"task": real.task, "method": method, **_diagnose(classifier, G, X, y)}
+                         for method, (X, y) in sets.items()])
+
+
+def _diagnose(classifier, G, X: np.ndarray, y: np.ndarray, batch_size: int = 512) -> dict:
+    from tardiff.classifier import predict_proba
+    from tardiff.evaluate import auroc
+    from tardiff.guidance import influence_scores
+
+    device = next(classifier.parameters()).device
+    scores = torch.cat([influence_scores(classifier, G, torch.as_tensor(X[i:i + batch_size], device=device),
+                                         torch.as_tensor(y[i:i + batch_size], device=device)).cpu()
+                        for i in range(0, len(y), batch_size)]).numpy()
+    return {"f_theta_auroc_vs_labels": auroc(y, predict_proba(classifier, X, device=device)),
+            "influence_score_mean": float(scores.mean()),
+            "influence_score_label1": float(scores[y == 1].mean()),
+            "influence_score_label0": float(scores[y == 0].mean())}
 
 
 def write_results(results: dict[str, dict], tables_dir: Path) -> dict[str, pd.DataFrame]:
-    """Stack the per-task frames and write outputs/tables/{tstr,tsrtr,fidelity,privacy,sweep}.{csv,md}."""
+    """Stack the per-task frames and write outputs/tables/{tstr,tsrtr,fidelity,privacy,sweep,diagnostics}.{csv,md}."""
     from tardiff import evaluate
 
     stacked = {name: pd.concat([r[name] for r in results.values()], ignore_index=True)
-               for name in ("tstr", "tsrtr", "fidelity", "privacy", "sweep")}
+               for name in ("tstr", "tsrtr", "fidelity", "privacy", "sweep", "diagnostics")}
     for name, frame in stacked.items():
         evaluate.write_tables(frame[["task"] + [c for c in frame.columns if c != "task"]], tables_dir, name)
     return stacked

@@ -56,7 +56,10 @@ def test_smoke_reproduction_end_to_end(tmp_path):
     assert tstr[["auroc_mean", "auprc_mean"]].apply(lambda c: c.between(0, 1)).all().all()
     tsrtr = pd.read_csv(outputs / "tables" / "tsrtr.csv")
     assert "alpha" in tsrtr.columns and tsrtr["alpha"].between(0, 1).all()
-    for table in ("fidelity.csv", "privacy.csv", "tstr.md", "tsrtr.md"):
+    diagnostics = pd.read_csv(outputs / "tables" / "diagnostics.csv")
+    assert {"real (train)", "tardiff", "ddpm"} <= set(diagnostics["method"])
+    assert diagnostics["influence_score_mean"].between(-1, 1).all()  # cosines
+    for table in ("fidelity.csv", "privacy.csv", "sweep.csv", "tstr.md", "tsrtr.md"):
         assert (outputs / "tables" / table).stat().st_size > 0
     assert len(list(figures.glob("*.png"))) >= 6
     again = reproduce("smoke", data_dir=str(_smoke_data_dir()), outputs=str(outputs), figures=str(figures),
