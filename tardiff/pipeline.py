@@ -237,9 +237,9 @@ def train_diffusion_model(X: np.ndarray, y: np.ndarray | None, profile: Profile,
 
     unet = profile.unet if y is None else replace(profile.unet, num_classes=2)
     start = time.perf_counter()
+    checkpoint_dir = path.parent / f"{path.stem}_{profile.name}_ckpt"
     model, history = train_diffusion(X, y, unet=unet, diffusion=profile.diffusion, train=profile.diffusion_train,
-                                     seed=seed, device=device, checkpoint_dir=path.parent / f"{path.stem}_{profile.name}_ckpt",
-                                     progress=progress)
+                                     seed=seed, device=device, checkpoint_dir=checkpoint_dir, progress=progress)
     save_diffusion(model, path, unet=unet, history=history)
     write_manifest(path.with_suffix(".json"), config={"unet": unet, "diffusion": profile.diffusion,
                                                       "train": profile.diffusion_train},
