@@ -339,6 +339,7 @@ def guidance_diagnostics(real: RealData, sets: dict, models_dir: Path, device=No
     from tardiff.classifier import load_classifier
     from tardiff.guidance import train_grad
 
+    device = get_device(device)
     classifier = load_classifier(models_dir / f"classifier_{real.task}.pt", device=device)
     G = train_grad(classifier, real.X_train, real.y_train, device=device)
     sets = {"real (train)": (real.X_train, real.y_train), **sets}

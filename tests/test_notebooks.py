@@ -45,7 +45,7 @@ def _smoke_data_dir() -> Path:
 def test_smoke_reproduction_end_to_end(tmp_path):
     outputs, figures = tmp_path / "outputs", tmp_path / "figures"
     report = reproduce("smoke", data_dir=str(_smoke_data_dir()), outputs=str(outputs), figures=str(figures),
-                       device="cpu")
+                       device="auto")  # what users get: every step must resolve "auto" itself
     assert all(not step["skipped"] for step in report.values())
     for name in NOTEBOOKS:
         assert (outputs / "notebooks" / f"{name}.ipynb").exists()
@@ -63,5 +63,5 @@ def test_smoke_reproduction_end_to_end(tmp_path):
         assert (outputs / "tables" / table).stat().st_size > 0
     assert len(list(figures.glob("*.png"))) >= 6
     again = reproduce("smoke", data_dir=str(_smoke_data_dir()), outputs=str(outputs), figures=str(figures),
-                      device="cpu")
+                      device="auto")
     assert all(step["skipped"] for step in again.values()), "unchanged inputs must be skipped"
