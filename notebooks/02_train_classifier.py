@@ -19,6 +19,12 @@
 # TarDiff steers generation with the gradients of a classifier trained on real stays: a bidirectional GRU,
 # one logit, binary cross-entropy. One classifier per task (in-hospital mortality, stay longer than 14 days),
 # trained on set A's training split and selected on its validation split. Set B is not touched here.
+#
+# Beside f_θ, the influence references TarDiff's variants guide with (`tardiff.methods.build_references`):
+# the training split is cut into K stratified folds; fold classifier k is trained on the other folds and its
+# reference gradient G_k is the mean loss gradient over fold k, which it never saw (the paper's expected
+# loss, estimated on held-out stays; every real stay contributes to one G). Per fold also (H + λI)⁻¹G_k
+# (true influence), TracIn checkpoints of its training run with their own G, and a random unit G (a control).
 
 # %% tags=["parameters"]
 profile = "default"
@@ -53,9 +59,12 @@ for task in tasks:
                                                                  device=device)
     results[task] = {**validation, "best_epoch": history["best_epoch"], "epochs_run": history["epochs_run"]}
     plots.classifier_history(history, Path(figures_dir) / f"classifier_history_{task}.png", title=task)
+    references = pipeline.build_references(real, config, paths["models"], seed=seed, device=device)
+    results[task]["hinv_cg"] = [fold["hinv_info"] for fold in references["folds"]]
 
 # %% [markdown]
-# Validation performance of f_θ (the test set stays unseen until notebook 05).
+# Validation performance of f_θ (the test set stays unseen until notebook 05), and the conjugate-gradient
+# solves of (H + λI)⁻¹G per fold (iterations, relative residual, damping λ).
 
 # %%
 display(pd.DataFrame(results).T.round(3))

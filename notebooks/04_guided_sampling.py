@@ -16,11 +16,13 @@
 # %% [markdown]
 # # 04 · Sampling: unguided, classifier-free, classifier-guided and TarDiff
 #
-# Each method generates the real training set's count per label with the same 20-step DDIM sampler; only the
-# guidance function differs. TarDiff's guidance, for each sample i with target label y_i, is the gradient with
-# respect to the predicted clean sample x̂0_i of the cosine between ∇θ ℓ(f_θ(x̂0_i), y_i) and the normalised
-# training-set gradient G: exact per sample and vectorised over the batch. The unguided DDPM has no label,
-# so f_θ labels its samples, rank-matched to the real prevalence.
+# Each method is one entry of `tardiff.methods.REGISTRY` and generates the real training set's count per
+# label with the same 20-step DDIM sampler; only the backbone, the guidance hook and its reference differ.
+# TarDiff samples from the class-conditional model (the checkpoint `cfg` uses, same cfg scale), conditioned
+# on the target label, which is also the guidance target and the saved label: `cfg` is its scale-0 ablation.
+# Influence guidance moves each predicted clean sample x̂0_i along ∇ of its influence score, exact per
+# sample; the step is normalised, so the scale is a shift in model-space sd per value.
+# Candidates (validation picks one in notebook 05) and ablations:
 
 # %% tags=["parameters"]
 profile = "default"
@@ -34,12 +36,18 @@ device = "auto"
 # %%
 from pathlib import Path
 
-from tardiff import pipeline, plots
+import pandas as pd
+from IPython.display import display
+
+from tardiff import methods, pipeline, plots
 from tardiff.config import get_profile
 
 config = get_profile(profile)
-print(f"DDIM steps {config.ddim_steps}, eta {config.ddim_eta}; TarDiff scale {config.guidance_scale}, "
-      f"sweep {config.sweep_scales}; classifier guidance {config.classifier_guidance_scale}; cfg {config.cfg_scale}")
+print(f"DDIM steps {config.ddim_steps}, eta {config.ddim_eta}; TarDiff scale {config.guidance_scale} "
+      f"(strong {config.strong_guidance_scale}); classifier guidance {config.classifier_guidance_scale}; "
+      f"cfg {config.cfg_scale}")
+display(pd.DataFrame(methods.describe())[["name", "role", "backbone", "baseline", "guidance", "reference", "score",
+                                          "scale", "about"]])
 paths = pipeline.paths(outputs_dir)
 dataset = dataset or paths["data"]
 tasks = pipeline.tasks_for(dataset, config.tasks)
@@ -49,7 +57,7 @@ for task in tasks:
     real = pipeline.load_real(dataset, task, config, seed=seed)
     written = pipeline.sample_methods(real, config, paths["models"], paths["synthetic"] / task, seed=seed,
                                       device=device)
-    X_syn, y_syn = pipeline.load_synthetic(written["tardiff"])
+    X_syn, y_syn = pipeline.load_synthetic(written["tardiff_dot"])
     plots.trajectories(real.X_train, real.y_train, X_syn, y_syn, real.channels,
                        Path(figures_dir) / f"trajectories_{task}.png", preprocessor=real.preprocessor,
-                       title=f"{task}: real vs TarDiff")
+                       title=f"{task}: real vs TarDiff (tardiff_dot)")

@@ -16,7 +16,7 @@ from tardiff.utils import get_device
 
 @dataclass
 class ClassifierConfig:
-    rnn: str = "gru"          # "gru" or "lstm"
+    rnn: str = "gru"          # "gru" or "lstm"; "cnn": a 1D CNN (a downstream model unlike f_theta)
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.2
@@ -33,7 +33,7 @@ class RNNClassifier(nn.Module):
     def __init__(self, n_features: int, config: ClassifierConfig = ClassifierConfig()):
         super().__init__()
         if config.rnn not in ("gru", "lstm"):
-            raise ValueError(f"ClassifierConfig.rnn must be 'gru' or 'lstm', got {config.rnn!r}")
+            raise ValueError(f"ClassifierConfig.rnn must be 'gru', 'lstm' or 'cnn', got {config.rnn!r}")
         self.config = config
         self.n_features = n_features
         rnn_cls = nn.GRU if config.rnn == "gru" else nn.LSTM
@@ -53,6 +53,34 @@ class RNNClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x))).squeeze(-1)  # (B,)
+
+
+class CNNClassifier(nn.Module):
+    """Two 1D convolutions over time, mean and max pooled -> one logit.
+
+    A second downstream architecture, unlike the GRU f_theta: samples that only fool f_theta's
+    recurrence should not help it.
+    """
+
+    def __init__(self, n_features: int, config: ClassifierConfig):
+        super().__init__()
+        self.config = config
+        self.n_features = n_features
+        self.conv = nn.Sequential(nn.Conv1d(n_features, config.hidden, 3, padding=1), nn.ReLU(),
+                                  nn.Conv1d(config.hidden, config.hidden, 3, padding=1), nn.ReLU())
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(2 * config.hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x.transpose(1, 2))                                 # (B, hidden, T)
+        pooled = torch.cat([h.mean(-1), h.amax(-1)], dim=-1)            # (B, 2 hidden)
+        return self.head(self.dropout(pooled)).squeeze(-1)              # (B,)
+
+
+def build_classifier(n_features: int, config: ClassifierConfig) -> nn.Module:
+    if config.rnn == "cnn":
+        return CNNClassifier(n_features, config)
+    return RNNClassifier(n_features, config)
 
 
 # --------------------------------------------------------------------------- training
@@ -118,11 +146,12 @@ def predict_proba(model: RNNClassifier, X, batch_size: int = 1024, device=None) 
 
 def train_classifier(X_train, y_train, X_val, y_val, config: ClassifierConfig = ClassifierConfig(),
                      train: TrainConfig = TrainConfig(), seed: int = 0, device=None,
-                     progress: bool = True) -> tuple[RNNClassifier, dict]:
+                     progress: bool = True, on_epoch=None) -> tuple[RNNClassifier, dict]:
     """Train f_theta with BCE + Adam and early stopping on `train.monitor`; returns the best epoch's model.
 
     Deterministic on CPU for a seed: init, dropout and batch order all come from `seed`,
-    without touching the caller's global RNG state.
+    without touching the caller's global RNG state. `on_epoch(epoch, model)` sees the model after
+    every epoch (TracIn keeps checkpoints of the run this way).
     """
     if train.monitor not in ("auprc", "auroc", "loss"):
         raise ValueError(f"TrainConfig.monitor must be 'auprc', 'auroc' or 'loss', got {train.monitor!r}")
@@ -141,7 +170,7 @@ def train_classifier(X_train, y_train, X_val, y_val, config: ClassifierConfig = 
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = RNNClassifier(X_train.shape[-1], config).to(device)
+        model = build_classifier(X_train.shape[-1], config).to(device)
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         pos_weight = None if train.pos_weight is None else torch.tensor(train.pos_weight, device=device)
@@ -172,6 +201,8 @@ def train_classifier(X_train, y_train, X_val, y_val, config: ClassifierConfig = 
             history["val_auroc"].append(auroc)
             history["val_auprc"].append(auprc)
             history["epochs_run"] = epoch + 1
+            if on_epoch is not None:
+                on_epoch(epoch, model)
             score = {"loss": val_loss, "auroc": auroc, "auprc": auprc}[train.monitor]
             if sign * score > best:
                 best, stale = sign * score, 0
@@ -201,7 +232,7 @@ def save_classifier(model: RNNClassifier, path, **extra) -> Path:
 def load_classifier(path, device=None, with_extra: bool = False):
     """Rebuild a saved classifier on `device` (eval mode); `with_extra=True` also returns the saved extras."""
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    model = RNNClassifier(blob["n_features"], ClassifierConfig(**blob["config"]))
+    model = build_classifier(blob["n_features"], ClassifierConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     model.to(get_device(device)).eval()
     return (model, blob.get("extra", {})) if with_extra else model

@@ -13,7 +13,7 @@ from tardiff.unet1d import UNetConfig
 
 TASKS = ("mortality", "long_stay")
 METHODS = ("real", "ddpm", "cfg", "classifier_guidance", "tardiff")
-ALPHAS = (0.2, 0.4, 0.6, 0.8, 1.0)
+ALPHAS = (0.5, 1.0)
 
 
 @dataclass
@@ -34,16 +34,25 @@ class Profile:
     ddim_steps: int = 20
     ddim_eta: float = 0.0
     sample_batch_size: int = 256
-    # Both guidance gradients have a per-sample norm of ~0.06 in model space (192 values of sd 1), so a
-    # scale of 5 moves pred_x0 by ~0.3 per step: visible, yet small beside the data. Fixed a priori;
-    # the sweep shows the rest.
-    guidance_scale: float = 5.0             # TarDiff influence guidance
+    # TarDiff's step is normalised (tardiff.guidance.normalized): the scale is the RMS shift of pred_x0 per
+    # DDIM step in model-space sd, whatever f_theta, score or reference. Fixed a priori: 0.05 sd per value
+    # per step is small beside the data (sd 1) and as large as the previous unnormalised scale 5 at its
+    # strongest; validation picks between it and the strong one.
+    guidance_scale: float = 0.05
+    strong_guidance_scale: float = 0.2
+    legacy_guidance_scale: float = 5.0      # tardiff_uncond: the previous version's unnormalised scale
     classifier_guidance_scale: float = 5.0
     cfg_scale: float = 1.0
-    sweep_scales: tuple = (0.0, 2.0, 5.0, 10.0, 20.0)
+    # influence references (tardiff.methods.build_references)
+    influence_folds: int = 3                # cross-fit folds of the training split
+    hinv_damping: float = 0.01              # λ of (H + λI)⁻¹G
+    hinv_max_iter: int = 30                 # conjugate-gradient iterations at most
+    tracin_checkpoints: int = 3             # per fold classifier, evenly spaced up to its best epoch
     n_seeds: int = 3
     alphas: tuple = ALPHAS
     bootstrap: int = 1000
+    fidelity_seeds: int = 3                 # discriminators per synthetic set (the score's sd is reported)
+    fidelity_epochs: int = 15
 
 
 def get_profile(name: str) -> Profile:
@@ -61,8 +70,8 @@ def _smoke() -> Profile:
         unet=UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=()),
         diffusion_train=DiffusionTrainConfig(steps=30, batch_size=32, warmup=5, checkpoint_every=15,
                                              log_every=5),
-        ddim_steps=5, sample_batch_size=128, sweep_scales=(0.0, 5.0), n_seeds=2, alphas=(0.2, 1.0),
-        bootstrap=50,
+        ddim_steps=5, sample_batch_size=128, n_seeds=2, alphas=(1.0,), bootstrap=50,
+        influence_folds=2, hinv_max_iter=5, tracin_checkpoints=2, fidelity_seeds=2, fidelity_epochs=2,
     )
 
 
@@ -77,6 +86,7 @@ def _default() -> Profile:
         eval_classifier=downstream, eval_train=TrainConfig(max_epochs=20, patience=4, monitor="loss"),
         unet=UNetConfig(),
         diffusion_train=DiffusionTrainConfig(steps=3000, batch_size=128),
+        sample_batch_size=1200,
     )
 
 

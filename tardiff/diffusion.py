@@ -97,22 +97,29 @@ class GaussianDiffusion:
 
     def step(self, model_output: torch.Tensor, t: int, sample: torch.Tensor, t_prev: int, eta: float = 0.0,
              noise: torch.Tensor | None = None, guidance: Guidance | None = None, guidance_scale: float = 0.0,
-             y: torch.Tensor | None = None, clip_x0: float | None = None):
+             y: torch.Tensor | None = None, clip_x0: float | None = None, guidance_update: str = "pred_x0"):
         """One DDIM step t -> t_prev (-1 = the end) from eps; returns (x_prev, pred_x0), like diffusers.
 
-        Guidance shifts pred_x0 and eps is re-derived from it, so the update stays a DDIM update.
+        guidance_update="pred_x0": guidance shifts pred_x0 and eps is re-derived from it, so the update
+        stays a DDIM update. "original": the released TarDiff's rule, the hook's output at pred_x0 added
+        to x_{t-1} as (1 - s) x_{t-1} + s (s ∇) with s = guidance_scale (1e-5 there).
         """
+        if guidance_update not in ("pred_x0", "original"):
+            raise ValueError(f"guidance_update must be 'pred_x0' or 'original', got {guidance_update!r}")
         B = sample.shape[0]
         tt = torch.full((B,), t, dtype=torch.long)
         pred_x0 = self.predict_x0(sample, tt, model_output)
         if clip_x0 is not None:
             pred_x0 = pred_x0.clamp(-clip_x0, clip_x0)
+        delta = None
         if guidance is not None and guidance_scale != 0:
             with torch.enable_grad():
                 delta = guidance(sample.detach(), tt.to(sample.device), pred_x0.detach(), y)
             if delta.shape != pred_x0.shape:
                 raise ValueError(f"guidance returned shape {tuple(delta.shape)}, expected {tuple(pred_x0.shape)}")
-            pred_x0 = pred_x0 + guidance_scale * delta.detach().to(pred_x0)
+            delta = delta.detach().to(pred_x0)
+            if guidance_update == "pred_x0":
+                pred_x0 = pred_x0 + guidance_scale * delta
         eps = self.predict_eps(sample, tt, pred_x0)
         ab = self._at(self.alphas_cumprod, tt, sample)
         ab_prev = self._at(self.alphas_cumprod, torch.full((B,), t_prev), sample)
@@ -120,6 +127,8 @@ class GaussianDiffusion:
         x_prev = ab_prev.sqrt() * pred_x0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
         if eta > 0 and t_prev >= 0:
             x_prev = x_prev + sigma * noise
+        if delta is not None and guidance_update == "original":
+            x_prev = (1 - guidance_scale) * x_prev + guidance_scale * (guidance_scale * delta)
         return x_prev, pred_x0
 
 
@@ -285,7 +294,7 @@ def ddim_sample(model: UNet1D, diffusion: GaussianDiffusion | DiffusionConfig, y
                 eta: float = 0.0, guidance: Guidance | None = None, guidance_scale: float = 0.0,
                 cfg_scale: float | None = None, batch_size: int = 256, seed: int = 0, device=None,
                 progress: bool = True, n_features: int | None = None, seq_len: int = 24,
-                clip_x0: float | None = 5.0) -> torch.Tensor:
+                clip_x0: float | None = 5.0, guidance_update: str = "pred_x0") -> torch.Tensor:
     """Draw len(y) stays (N, T, F) on CPU with DDIM over `steps` evenly spaced timesteps.
 
     y (N,) is the per-sample target label: fed to a class-conditional model and to `guidance`.
@@ -328,7 +337,8 @@ def ddim_sample(model: UNet1D, diffusion: GaussianDiffusion | DiffusionConfig, y
                     eps = model(x, tt, yb if conditional else None)
             noise = torch.randn(x.shape, generator=generator).to(device) if eta > 0 else None
             x, _ = diffusion.step(eps, t, x, t_prev, eta=eta, noise=noise, guidance=guidance,
-                                  guidance_scale=guidance_scale, y=yb, clip_x0=clip_x0)
+                                  guidance_scale=guidance_scale, y=yb, clip_x0=clip_x0,
+                                  guidance_update=guidance_update)
             x = x.detach()
             bar.update(B)
         out.append(x.float().cpu())

@@ -25,14 +25,10 @@ from torch import nn
 
 from tardiff.utils import get_device
 
-TASKS = ("mortality", "long_stay")
-METHODS = ("real", "ddpm", "cfg", "classifier_guidance", "tardiff")
-ALPHAS = (0.2, 0.4, 0.6, 0.8, 1.0)
+ALPHAS = (0.5, 1.0)
 UTILITY_COLUMNS = ("task", "method", "auroc_mean", "auroc_sd", "auprc_mean", "auprc_sd", "n_seeds")
 TSTR_COLUMNS = UTILITY_COLUMNS
 TSRTR_COLUMNS = UTILITY_COLUMNS + ("alpha",)
-EXTRA_COLUMNS = ("auroc_ensemble", "auroc_ci_low", "auroc_ci_high", "auprc_ensemble", "auprc_ci_low",
-                 "auprc_ci_high", "n_train", "n_synthetic", "n_test", "n_excluded")
 
 SyntheticSets = dict  # {method: (X_syn (N, T, F), y_syn (N,))}
 
@@ -283,32 +279,75 @@ def _resolve(train_fn, predict_fn):
 def _downstream(make_train_set: Callable[[int], tuple], real, config: EvalConfig,
                 train_fn, predict_fn) -> dict:
     """Train on `make_train_set(seed)` for each seed, select on real validation, score on real test."""
-    train_fn, predict_fn = _resolve(train_fn, predict_fn)
-    device = get_device(config.device)
-    per_seed, probas, n_train = [], [], []
+    probas, n_train = [], []
     for i in range(config.n_seeds):
-        seed = config.seed + i
-        X_tr, y_tr = make_train_set(seed)
-        model, _ = train_fn(X_tr, y_tr, real.X_val, real.y_val, config=config.classifier, train=config.train,
-                            seed=seed, device=device, progress=config.progress)
-        p = np.asarray(predict_fn(model, real.X_test, device=device), dtype=np.float64)
-        probas.append(p)
-        per_seed.append((auroc(real.y_test, p), auprc(real.y_test, p)))
+        X_tr, y_tr = make_train_set(config.seed + i)
+        one = replace(config, seed=config.seed + i, n_seeds=1)
+        probas.append(predict_seeds(fit_downstream(X_tr, y_tr, real, one, train_fn), real.X_test, one, predict_fn)[0])
         n_train.append(len(y_tr))
-    per_seed = np.array(per_seed)  # (n_seeds, 2)
+    return {**utility(real.y_test, np.stack(probas), config), "n_train": int(np.mean(n_train)),
+            "n_test": len(real.y_test), "n_excluded": real.n_excluded}
+
+
+def fit_downstream(X_train, y_train, real, config: EvalConfig, train_fn=None) -> list:
+    """The n_seeds downstream models trained on one set (selected on real validation), kept for scoring
+    any split later: validation first (selection), test only once the selection is written."""
+    train_fn, _ = _resolve(train_fn, None)
+    device = get_device(config.device)
+    return [train_fn(X_train, y_train, real.X_val, real.y_val, config=config.classifier, train=config.train,
+                     seed=config.seed + i, device=device, progress=False)[0] for i in range(config.n_seeds)]
+
+
+def predict_seeds(models: list, X, config: EvalConfig, predict_fn=None) -> np.ndarray:
+    """(n_seeds, N) P(y=1) of each seed's model."""
+    _, predict_fn = _resolve(None, predict_fn)
+    device = get_device(config.device)
+    return np.stack([np.asarray(predict_fn(m, X, device=device), dtype=np.float64) for m in models])
+
+
+def utility(y, probas: np.ndarray, config: EvalConfig) -> dict:
+    """Mean ± sd over seeds of AUROC/AUPRC, and the seed ensemble's AUROC/AUPRC with a bootstrap CI."""
+    y = np.asarray(y)
+    per_seed = np.array([(auroc(y, p), auprc(y, p)) for p in probas])  # (n_seeds, 2)
     ddof = 1 if len(per_seed) > 1 else 0
-    ensemble = np.mean(probas, axis=0)
-    ci = bootstrap_ci(real.y_test, ensemble, n_boot=config.n_boot, level=config.ci_level, seed=config.seed)
-    return {
-        "auroc_mean": per_seed[:, 0].mean(), "auroc_sd": per_seed[:, 0].std(ddof=ddof),
-        "auprc_mean": per_seed[:, 1].mean(), "auprc_sd": per_seed[:, 1].std(ddof=ddof),
-        "n_seeds": config.n_seeds,
-        "auroc_ensemble": auroc(real.y_test, ensemble), "auroc_ci_low": ci["auroc"][0],
-        "auroc_ci_high": ci["auroc"][1],
-        "auprc_ensemble": auprc(real.y_test, ensemble), "auprc_ci_low": ci["auprc"][0],
-        "auprc_ci_high": ci["auprc"][1],
-        "n_train": int(np.mean(n_train)), "n_test": len(real.y_test), "n_excluded": real.n_excluded,
-    }
+    ensemble = probas.mean(axis=0)
+    ci = bootstrap_ci(y, ensemble, n_boot=config.n_boot, level=config.ci_level, seed=config.seed)
+    return {"auroc_mean": per_seed[:, 0].mean(), "auroc_sd": per_seed[:, 0].std(ddof=ddof),
+            "auprc_mean": per_seed[:, 1].mean(), "auprc_sd": per_seed[:, 1].std(ddof=ddof),
+            "n_seeds": len(probas), "auroc_ensemble": auroc(y, ensemble), "auroc_ci_low": ci["auroc"][0],
+            "auroc_ci_high": ci["auroc"][1], "auprc_ensemble": auprc(y, ensemble),
+            "auprc_ci_low": ci["auprc"][0], "auprc_ci_high": ci["auprc"][1]}
+
+
+def paired_difference(y, probas: np.ndarray, baseline: np.ndarray, n_boot: int = 1000, level: float = 0.95,
+                      seed: int = 0, chunk: int = 100) -> dict[str, tuple[float, float, float]]:
+    """Seed-paired difference in AUROC and AUPRC (method − baseline), mean over seeds, with a percentile
+    bootstrap CI over test stays: {"auroc": (diff, low, high), "auprc": ...}.
+
+    Seed s of the method is paired with seed s of the baseline (same initialisation and batch order), and
+    each bootstrap resample scores both on the same stays, so what the test set shares cancels.
+    """
+    y = np.asarray(y).astype(np.int64)
+    probas, baseline = np.atleast_2d(probas), np.atleast_2d(baseline)
+    if probas.shape != baseline.shape or probas.shape[1] != len(y):
+        raise ValueError(f"need (n_seeds, {len(y)}) predictions for both, got {probas.shape} and {baseline.shape}")
+    metric_rows = {"auroc": _auroc_rows, "auprc": _auprc_rows}
+    point = {name: float(np.mean([fn(y[None], p[None])[0] - fn(y[None], b[None])[0]
+                                  for p, b in zip(probas, baseline)])) for name, fn in metric_rows.items()}
+    rng = np.random.default_rng(seed)
+    draws = {name: [] for name in metric_rows}
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, len(y), size=(min(chunk, n_boot - start), len(y)))
+        yb = y[idx]
+        for name, fn in metric_rows.items():
+            diffs = [fn(yb, p[idx]) - fn(yb, b[idx]) for p, b in zip(probas, baseline)]
+            draws[name].append(np.mean(diffs, axis=0))
+    tail = 100.0 * (1.0 - level) / 2.0
+    out = {}
+    for name, values in draws.items():
+        low, high = np.nanpercentile(np.concatenate(values), [tail, 100.0 - tail])
+        out[name] = (point[name], float(low), float(high))
+    return out
 
 
 def tstr(synthetic: SyntheticSets, real, task: str, config: EvalConfig | None = None,
@@ -484,6 +523,14 @@ def discriminative_score(X_real: np.ndarray, X_syn: np.ndarray, config: Fidelity
     return abs(accuracy - 0.5)
 
 
+def discriminative_scores(X_real: np.ndarray, X_syn: np.ndarray, config: FidelityConfig | None = None,
+                          n_seeds: int = 3) -> tuple[float, float]:
+    """Mean and sd over `n_seeds` discriminators (each its own init, split and batch order)."""
+    config = config or FidelityConfig()
+    scores = [discriminative_score(X_real, X_syn, replace(config, seed=config.seed + i)) for i in range(n_seeds)]
+    return float(np.mean(scores)), float(np.std(scores, ddof=1) if n_seeds > 1 else 0.0)
+
+
 def predictive_score(X_syn: np.ndarray, X_real_test: np.ndarray, config: FidelityConfig | None = None) -> float:
     """MAE on real test of a small GRU trained on synthetic to predict step t+1 (all channels) from steps <= t."""
     config = config or FidelityConfig()
@@ -524,9 +571,10 @@ def autocorrelation_distance(X_real: np.ndarray, X_syn: np.ndarray, max_lag: int
 
 
 def fidelity_table(synthetic: SyntheticSets, X_real_train: np.ndarray, X_real_test: np.ndarray,
-                   config: FidelityConfig | None = None, channels=None) -> pd.DataFrame:
-    """One row per method: discriminative (vs real test), predictive (MAE on real test), marginal distance
-    (mean and per channel, vs real train) and autocorrelation distance (vs real train)."""
+                   config: FidelityConfig | None = None, channels=None, n_seeds: int = 3) -> pd.DataFrame:
+    """One row per method: discriminative (vs real test, mean and sd over `n_seeds` discriminators, all
+    stays), predictive (MAE on real test), marginal distance (mean and per channel, vs real train) and
+    autocorrelation distance (vs real train). One protocol for every table."""
     from tardiff.stays import CHANNELS
 
     config = config or FidelityConfig()
@@ -536,8 +584,9 @@ def fidelity_table(synthetic: SyntheticSets, X_real_train: np.ndarray, X_real_te
     rows = []
     for method, (X_syn, _) in synthetic.items():
         marginal = marginal_distance(X_real_train, X_syn)
+        disc_mean, disc_sd = discriminative_scores(X_real_test, X_syn, config, n_seeds)
         rows.append({"method": str(method),
-                     "discriminative_score": discriminative_score(X_real_test, X_syn, config),
+                     "discriminative_score": disc_mean, "discriminative_sd": disc_sd,
                      "predictive_score": predictive_score(X_syn, X_real_test, config),
                      "marginal_distance": float(marginal.mean()),
                      "autocorrelation_distance": autocorrelation_distance(X_real_train, X_syn, config.max_lag),
@@ -594,24 +643,3 @@ def privacy_table(synthetic: SyntheticSets, X_train: np.ndarray, X_holdout: np.n
         rows.append({"method": str(method), **dcr(X_syn, X_train, X_holdout, device=device),
                      "mia_auc": membership_inference_auc(X_syn, X_train, X_holdout, seed=seed, device=device)})
     return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- guidance-scale sweep
-
-def guidance_sweep(sets: dict, real, task: str, config: EvalConfig | None = None,
-                   fidelity: FidelityConfig | None = None, train_fn=None, predict_fn=None) -> pd.DataFrame:
-    """{scale: (X_syn, y_syn)} -> one row per scale: TSTR AUROC/AUPRC, discriminative score and marginal distance.
-
-    Fidelity is measured against the real validation split, so reading a scale off this frame
-    never touches the test set beyond the TSTR numbers it reports.
-    """
-    config, real = config or EvalConfig(), as_real_splits(real)
-    rows = []
-    for scale, (X_syn, y_syn) in sets.items():
-        utility = tstr({f"scale={scale}": (X_syn, y_syn)}, real, task, config, include_real=False,
-                       train_fn=train_fn, predict_fn=predict_fn).iloc[0]
-        rows.append({"task": task, "scale": float(scale),
-                     **{k: utility[k] for k in ("auroc_mean", "auroc_sd", "auprc_mean", "auprc_sd", "n_seeds")},
-                     "discriminative_score": discriminative_score(real.X_val, X_syn, fidelity),
-                     "marginal_distance": float(marginal_distance(real.X_val, X_syn).mean())})
-    return pd.DataFrame(rows).sort_values("scale", ignore_index=True)

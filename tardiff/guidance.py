@@ -282,9 +282,20 @@ def _influence_terms(classifier, G: Mapping[str, torch.Tensor], x, y):
     return num, sq
 
 
-def _sample_scores(classifier, G, x, y) -> torch.Tensor:
+SCORES = ("cos", "dot")
+
+
+def _sample_scores(classifier, G, x, y, score: str = "cos") -> torch.Tensor:
+    """score="cos": cos(g_i, G) (the original's per-sample form); "dot": g_iᵀG, which keeps the |σ − y| weight."""
     num, sq = _influence_terms(classifier, G, x, y)
+    if score == "dot":
+        return num
     return num / torch.sqrt(sq.clamp_min(_SAMPLE_EPS ** 2))
+
+
+def _pair_scores(pairs, x, y, score: str) -> torch.Tensor:
+    """Σ over (classifier, reference gradient) pairs of each sample's score: cross-fit folds, TracIn checkpoints."""
+    return sum(_sample_scores(classifier, G, x, y, score) for classifier, G in pairs)
 
 
 def _targets(y, like: torch.Tensor) -> torch.Tensor:
@@ -318,10 +329,17 @@ def _batch_guidance(classifier, train_gradient, x, y) -> torch.Tensor:
     return torch.autograd.grad(score, x)[0]
 
 
-def influence_scores(classifier: nn.Module, train_gradient: Gradient, x: torch.Tensor, y) -> torch.Tensor:
-    """score_i = cos(∇θ ℓ(f(x_i), y_i), G) for every sample, (B,); exact, vectorised."""
+def influence_scores(classifier: nn.Module, train_gradient: Gradient, x: torch.Tensor, y,
+                     score: str = "cos") -> torch.Tensor:
+    """score_i = cos(∇θ ℓ(f(x_i), y_i), G) (or g_iᵀG with score="dot") for every sample, (B,); exact, vectorised."""
+    _check_score(score)
     with torch.no_grad():
-        return _sample_scores(classifier, train_gradient, x.detach(), _targets(y, x))
+        return _sample_scores(classifier, train_gradient, x.detach(), _targets(y, x), score)
+
+
+def _check_score(score: str) -> None:
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
 
 
 def influence_guidance(classifier: nn.Module, train_gradient: Gradient, normalize: str = "sample") -> Hook:
@@ -424,3 +442,157 @@ def target_labels(y_train, n: int | Mapping | None = None, seed: int = 0) -> np.
     dtype = y_train.dtype if y_train.size else np.int64
     out = np.concatenate([np.full(c, k, dtype=dtype) for k, c in counts.items()]) if counts else np.array([], dtype)
     return np.random.default_rng(seed).permutation(out)
+
+
+# --------------------------------------------------------------------------- TarDiff, the general form
+# The reference gradients a hook can use: G from a held-out guidance set (the paper's expected loss),
+# from the training set (the original's choice), a random direction (a control), H⁻¹G (true influence),
+# and any of these summed over several classifiers (cross-fit folds, TracIn checkpoints).
+Pairs = list  # [(classifier, reference gradient)], the score is summed over them
+
+
+def reference_gradient(classifier: nn.Module, X, y, normalize: bool = False, batch_size: int = 512) -> Gradient:
+    """∇θ of the *mean* loss over (X, y): the expected-loss gradient a held-out guidance set estimates."""
+    G = train_grad(classifier, X, y, batch_size=batch_size, normalize=False)
+    n = len(np.asarray(y).reshape(-1))
+    G = {k: v / n for k, v in G.items()}
+    return unit(G) if normalize else G
+
+
+def unit(G: Gradient) -> Gradient:
+    norm = torch.sqrt(sum((g * g).sum() for g in G.values()))
+    if norm == 0:
+        raise ValueError("the reference gradient is exactly zero; is the classifier's loss saturated?")
+    return {k: v / norm for k, v in G.items()}
+
+
+def random_gradient(classifier: nn.Module, seed: int = 0) -> Gradient:
+    """A random unit direction in parameter space: guidance along it is a control, not influence."""
+    generator = torch.Generator().manual_seed(seed)
+    G = {n: torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+         for n, p in classifier.named_parameters() if p.requires_grad}
+    return unit(G)
+
+
+def inverse_hvp(classifier: nn.Module, X, y, G: Gradient, damping: float = 0.01, max_iter: int = 50,
+                tol: float = 1e-3, batch_size: int = 1024) -> tuple[Gradient, dict]:
+    """(H + λI)⁻¹ G by conjugate gradient, H the Hessian of the mean training loss over (X, y).
+
+    Hessian-vector products are reverse-over-reverse (`torch.func.vjp` of `torch.func.grad`), summed
+    over batches; classifier in eval mode. λ (`damping`) makes the system positive definite where H is
+    not (a classifier stopped early is not at a minimum). Returns the solution and {iterations,
+    relative_residual ‖(H+λI)v − G‖/‖G‖, damping}.
+    """
+    from torch.func import functional_call, grad, vjp
+
+    device, dtype = _param_device_dtype(classifier)
+    X = _as_tensor(X, dtype, "cpu")
+    y = _as_tensor(y, dtype, "cpu").reshape(-1)
+    names = [n for n, p in classifier.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in classifier.named_parameters() if p.requires_grad}
+    was_training = classifier.training
+    classifier.eval()
+
+    def loss(p, xb, yb):
+        return F.binary_cross_entropy_with_logits(functional_call(classifier, p, (xb,)), yb, reduction="sum")
+
+    def hvp(v: dict) -> dict:
+        out = {n: torch.zeros_like(params[n]) for n in names}
+        for start in range(0, len(y), batch_size):
+            xb, yb = X[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+            _, vjp_fn = vjp(lambda p: grad(loss)(p, xb, yb), params)
+            for n, h in vjp_fn(v)[0].items():
+                out[n] += h
+        return {n: out[n] / len(y) + damping * v[n] for n in names}
+
+    def dot(a, b):
+        return sum((a[n] * b[n]).sum() for n in names)
+
+    try:
+        b = {n: G[n].to(device, dtype) for n in names}
+        x = {n: torch.zeros_like(b[n]) for n in names}
+        r = dict(b)
+        p = dict(b)
+        rr, b_norm = dot(r, r), torch.sqrt(dot(b, b))
+        iterations = 0
+        for iterations in range(1, max_iter + 1):
+            Ap = hvp(p)
+            alpha = rr / dot(p, Ap)
+            x = {n: x[n] + alpha * p[n] for n in names}
+            r = {n: r[n] - alpha * Ap[n] for n in names}
+            rr_new = dot(r, r)
+            if torch.sqrt(rr_new) <= tol * b_norm:
+                break
+            p = {n: r[n] + (rr_new / rr) * p[n] for n in names}
+            rr = rr_new
+        Ax = hvp(x)
+        residual = float(torch.sqrt(dot({n: Ax[n] - b[n] for n in names}, {n: Ax[n] - b[n] for n in names})) / b_norm)
+    finally:
+        classifier.train(was_training)
+    return x, {"iterations": iterations, "relative_residual": residual, "damping": damping}
+
+
+def pair_influence_guidance(pairs: Pairs, score: str = "dot") -> Hook:
+    """Hook: ∇_{x̂0_i} Σ_m score(g_i(θ_m), G_m), exact per sample and vectorised (per-sample GRU algebra).
+
+    One pair (f_θ, G) is TarDiff; several are cross-fit folds or TracIn checkpoints of one run.
+    """
+    _check_score(score)
+    for classifier, _ in pairs:
+        _check_gru(classifier)
+
+    def hook(x_t, t, pred_x0, y):
+        for classifier, _ in pairs:
+            classifier.eval()
+        with torch.enable_grad():
+            x = pred_x0.detach().requires_grad_(True)
+            total = _pair_scores(pairs, x, _targets(y, x), score)
+            return torch.autograd.grad(total.sum(), x)[0].detach()
+
+    return hook
+
+
+def pair_scores(pairs: Pairs, X, y, score: str = "dot", batch_size: int = 512) -> np.ndarray:
+    """(N,) Σ_m score(g_i(θ_m), G_m) of stays X with labels y: used to rank over-generated samples."""
+    _check_score(score)
+    classifier = pairs[0][0]
+    device, dtype = _param_device_dtype(classifier)
+    X, y = _as_tensor(X, dtype, "cpu"), _as_tensor(y, dtype, "cpu").reshape(-1)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(y), batch_size):
+            xb, yb = X[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+            out.append(_pair_scores(pairs, xb, yb, score).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def normalized(hook: Hook, X_ref, y_ref) -> Hook:
+    """`hook` divided by the RMS of its output on real stays (as x̂0, t = 0), a constant per hook.
+
+    Then guidance_scale is a step in model-space sd per value and means the same for every f_θ,
+    score and reference gradient; samples stay independent (the constant does not depend on the batch).
+    """
+    with torch.enable_grad():
+        x = torch.as_tensor(np.asarray(X_ref), dtype=torch.float32)
+        t = torch.zeros(len(x), dtype=torch.long)
+        rms = float(hook(x, t, x, torch.as_tensor(np.asarray(y_ref))).pow(2).mean().sqrt())
+    if not np.isfinite(rms) or rms == 0:
+        raise ValueError(f"the guidance is zero or not finite on the reference stays (RMS {rms}); "
+                         "cannot normalise its step")
+
+    def scaled(x_t, t, pred_x0, y):
+        return hook(x_t, t, pred_x0, y) / rms
+
+    scaled.reference_rms = rms
+    return scaled
+
+
+def scheduled(hook: Hook, t_max: int) -> Hook:
+    """Guidance only at diffusion timesteps t <= t_max (the last, low-noise part of sampling)."""
+
+    def gated(x_t, t, pred_x0, y):
+        if int(t.max()) > t_max:
+            return torch.zeros_like(pred_x0)
+        return hook(x_t, t, pred_x0, y)
+
+    return gated

@@ -21,7 +21,7 @@ import torch
 
 from tardiff import stays
 from tardiff.config import Profile
-from tardiff.utils import get_device, seed_everything, sha256_file, write_manifest
+from tardiff.utils import get_device, seed_everything, write_manifest
 
 log = logging.getLogger(__name__)
 LABEL_KEYS = {"mortality": "y_mortality", "long_stay": "y_long_stay"}
@@ -202,10 +202,6 @@ def load_synthetic(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return data["X"], data["y"]
 
 
-def checksums(files) -> dict[str, str]:
-    return {str(f): sha256_file(f) for f in files}
-
-
 # ---- steps --------------------------------------------------------------------------------------
 
 def train_guide_classifier(real: RealData, profile: Profile, out_dir: Path, seed: int = 0, device=None,
@@ -248,139 +244,240 @@ def train_diffusion_model(X: np.ndarray, y: np.ndarray | None, profile: Profile,
     return model, history
 
 
+def build_references(real: RealData, profile: Profile, models_dir: Path, seed: int = 0, device=None,
+                     progress: bool = True) -> dict:
+    """Cross-fit influence references of one task -> outputs/models/influence_<task>.pt (see tardiff.methods)."""
+    from tardiff import methods
+
+    return methods.build_references(real, profile, models_dir / f"influence_{real.task}.pt", seed=seed,
+                                    device=device, progress=progress)
+
+
 def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: Path, seed: int = 0,
-                   device=None, progress: bool = True, methods=("ddpm", "cfg", "classifier_guidance", "tardiff"),
-                   sweep: bool = True) -> dict[str, Path]:
-    """Every synthetic set of one task, with the real training set's count per label."""
-    from tardiff.classifier import load_classifier, predict_proba
-    from tardiff.diffusion import GaussianDiffusion, ddim_sample, load_diffusion
-    from tardiff.evaluate import pseudo_label
-    from tardiff.guidance import classifier_guidance, influence_guidance, target_labels, train_grad
+                   device=None, progress: bool = True, names=None) -> dict[str, Path]:
+    """Every registered method's synthetic set of one task (the real training set's count per label)."""
+    from tardiff import methods
 
-    device = get_device(device)
-    classifier = load_classifier(models_dir / f"classifier_{real.task}.pt", device=device)
-    ddpm = load_diffusion(models_dir / "ddpm.pt", device=device)
-    diffusion = GaussianDiffusion(profile.diffusion)
-    y_target = torch.as_tensor(target_labels(real.y_train, seed=seed))
-    common = dict(steps=profile.ddim_steps, eta=profile.ddim_eta, batch_size=profile.sample_batch_size,
-                  seed=seed, device=device, progress=progress)
+    sampler = methods.Sampler(real, profile, models_dir, seed=seed, device=device, progress=progress)
     written = {}
-
-    def run(method, model, **kwargs):
+    for name in names or methods.methods():
         start = time.perf_counter()
-        X = ddim_sample(model, diffusion, y_target, **common, **kwargs).numpy()
-        y = y_target.numpy()
-        if method == "ddpm":  # an unconditional model has no label: f_theta labels it, rank-matched
-            y = pseudo_label(predict_proba(classifier, X, device=device), np.bincount(real.y_train, minlength=2))
-        path = save_synthetic(out_dir / f"{method}.npz", X, y, seed=seed, wall_time_s=time.perf_counter() - start,
-                              config={k: v for k, v in kwargs.items() if not callable(v)}, method=method,
-                              task=real.task, ddim_steps=profile.ddim_steps)
-        written[method] = path
-        return path
-
-    if "ddpm" in methods:
-        run("ddpm", ddpm)
-    if "cfg" in methods:
-        cfg_model = load_diffusion(models_dir / f"cfg_{real.task}.pt", device=device)
-        run("cfg", cfg_model, cfg_scale=profile.cfg_scale)
-    if "classifier_guidance" in methods:
-        run("classifier_guidance", ddpm, guidance=classifier_guidance(classifier),
-            guidance_scale=profile.classifier_guidance_scale)
-    G = train_grad(classifier, real.X_train, real.y_train, device=device)
-    hook = influence_guidance(classifier, G)
-    if "tardiff" in methods:
-        run("tardiff", ddpm, guidance=hook, guidance_scale=profile.guidance_scale)
-    if sweep:
-        for scale in profile.sweep_scales:
-            name = f"tardiff_scale{scale:g}"
-            if "tardiff" in written and scale == profile.guidance_scale:  # the same run: copy, don't resample
-                for suffix in (".npz", ".json"):
-                    shutil.copyfile(written["tardiff"].with_suffix(suffix), (out_dir / name).with_suffix(suffix))
-                written[name] = out_dir / f"{name}.npz"
-            else:
-                run(name, ddpm, guidance=hook, guidance_scale=scale)
+        X, y, info = sampler.sample(name)
+        written[name] = save_synthetic(out_dir / f"{name}.npz", X, y, config=info, seed=seed,
+                                       wall_time_s=time.perf_counter() - start, method=name, task=real.task,
+                                       ddim_steps=profile.ddim_steps)
+        log.info("%s/%s: %d stays in %.0f s", real.task, name, len(y), time.perf_counter() - start)
     (out_dir / "index.json").write_text(json.dumps({k: str(v) for k, v in written.items()}, indent=2))
     return written
 
 
-def load_method_sets(synthetic_dir: Path, methods=("ddpm", "cfg", "classifier_guidance", "tardiff")) -> dict:
-    return {method: load_synthetic(synthetic_dir / f"{method}.npz") for method in methods}
+def load_method_sets(synthetic_dir: Path, names=None) -> dict:
+    from tardiff import methods
+
+    return {name: load_synthetic(synthetic_dir / f"{name}.npz") for name in names or methods.methods()}
 
 
-def load_sweep_sets(synthetic_dir: Path, scales) -> dict:
-    return {scale: load_synthetic(synthetic_dir / f"tardiff_scale{scale:g}.npz") for scale in scales}
+# ---- evaluation: select on validation, then read the test set once ---------------------------------
+
+@dataclass
+class Fitted:
+    """One task's synthetic sets and the downstream models trained on each (GRU), kept for scoring."""
+
+    real: RealData
+    sets: dict
+    config: object            # evaluate.EvalConfig
+    models: dict              # {"real" | method: [model per seed]}
 
 
-def evaluate_task(real: RealData, profile: Profile, synthetic_dir: Path, models_dir: Path, seed: int = 0,
-                  device=None) -> dict:
-    """TSTR, TSRTR, fidelity, privacy, the guidance-scale sweep and guidance diagnostics of one task."""
+def fit_all(real: RealData, profile: Profile, synthetic_dir: Path, seed: int = 0, device=None,
+            progress: bool = True) -> Fitted:
+    """Downstream models (n_seeds each) on the real training set and on every synthetic set."""
+    from tqdm.auto import tqdm
+
     from tardiff import evaluate
 
     config = evaluate.EvalConfig.from_profile(profile, seed=seed, device=device)
     sets = load_method_sets(synthetic_dir)
-    tstr = evaluate.tstr(sets, real, real.task, config)
-    # TSRTR's alpha = 0 row is TSTR's `real` row: the same seeds and training set, not trained twice.
-    real_row = tstr[tstr["method"] == "real"].assign(alpha=0.0)
-    tsrtr = pd.concat([real_row, evaluate.tsrtr(sets, real, real.task, profile.alphas, config,
-                                                include_real=False)], ignore_index=True)
-    fidelity = evaluate.fidelity_table(sets, real.X_train, real.X_test, channels=real.channels).assign(task=real.task)
-    privacy = evaluate.privacy_table(sets, real.X_train, real.X_val, seed=seed, device=device).assign(task=real.task)
-    sweep_sets = load_sweep_sets(synthetic_dir, profile.sweep_scales)
-    sweep = evaluate.guidance_sweep(sweep_sets, real, real.task, config)
-    named_sweep = {f"tardiff_scale{scale:g}": xy for scale, xy in sweep_sets.items()}
-    diagnostics = guidance_diagnostics(real, {**sets, **named_sweep}, models_dir, device=device)
-    return {"tstr": tstr, "tsrtr": tsrtr[tstr.columns.tolist()[:7] + ["alpha"] + tstr.columns.tolist()[7:]],
-            "fidelity": fidelity, "privacy": privacy, "sweep": sweep, "diagnostics": diagnostics}
+    splits = evaluate.as_real_splits(real)
+    models = {}
+    for name in tqdm(["real", *sets], desc=f"{real.task}: downstream models", disable=not progress):
+        X, y = (real.X_train, real.y_train) if name == "real" else sets[name]
+        models[name] = evaluate.fit_downstream(X, y, splits, config)
+    return Fitted(real, sets, config, models)
+
+
+def selection_table(fitted: Fitted) -> pd.DataFrame:
+    """Validation (set-a) TSTR of every TarDiff candidate; `selected` marks the one reported as `tardiff`.
+
+    Criterion: validation AUROC + AUPRC, mean over seeds. The test set plays no part.
+    """
+    from tardiff import evaluate, methods
+
+    rows = []
+    for name in ["real", *fitted.sets]:
+        method = methods.REGISTRY.get(name)
+        probas = evaluate.predict_seeds(fitted.models[name], fitted.real.X_val, fitted.config)
+        per_seed = np.array([(evaluate.auroc(fitted.real.y_val, p), evaluate.auprc(fitted.real.y_val, p))
+                             for p in probas])
+        rows.append({"task": fitted.real.task, "method": name, "role": method.role if method else "real",
+                     "val_auroc_mean": per_seed[:, 0].mean(), "val_auroc_sd": per_seed[:, 0].std(ddof=1),
+                     "val_auprc_mean": per_seed[:, 1].mean(), "val_auprc_sd": per_seed[:, 1].std(ddof=1)})
+    frame = pd.DataFrame(rows)
+    criterion = frame["val_auroc_mean"] + frame["val_auprc_mean"]
+    candidates = frame["role"] == "candidate"
+    frame["criterion"] = criterion
+    frame["selected"] = False
+    frame.loc[criterion[candidates].idxmax(), "selected"] = True
+    return frame
+
+
+def selected_method(selection: pd.DataFrame, task: str) -> str:
+    chosen = selection[(selection["task"] == task) & selection["selected"]]["method"]
+    if len(chosen) != 1:
+        raise ValueError(f"selection has {len(chosen)} selected candidates for task {task!r}; run the selection first")
+    return str(chosen.iloc[0])
+
+
+def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, models_dir: Path, seed: int = 0,
+                device=None, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Everything read off the test set for one task, once: TSTR (GRU and a 1D CNN downstream), paired
+    differences against each method's baseline, TSRTR, fidelity, privacy and guidance diagnostics."""
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from tardiff import evaluate, methods
+    from tardiff.classifier import ClassifierConfig
+
+    real, task = fitted.real, fitted.real.task
+    splits = evaluate.as_real_splits(real)
+    chosen = selected_method(selection, task)
+    sets = {"tardiff": fitted.sets[chosen], **fitted.sets}
+    models = {"tardiff": fitted.models[chosen], **fitted.models}
+    baselines = {name: methods.REGISTRY[name].baseline for name in fitted.sets}
+    baselines["tardiff"] = "cfg"
+    cnn = replace(fitted.config, classifier=ClassifierConfig(rnn="cnn", hidden=profile.eval_classifier.hidden,
+                                                             dropout=profile.eval_classifier.dropout))
+    probas = {"gru": {}, "cnn": {}}
+    for name in tqdm(["real", *fitted.sets], desc=f"{task}: test scores (GRU, CNN)", disable=not progress):
+        X, y = (real.X_train, real.y_train) if name == "real" else sets[name]
+        probas["gru"][name] = evaluate.predict_seeds(models[name], real.X_test, fitted.config)
+        probas["cnn"][name] = evaluate.predict_seeds(evaluate.fit_downstream(X, y, splits, cnn), real.X_test, cnn)
+    order = ["real", *[m for m in ("ddpm", "cfg", "classifier_guidance") if m in sets], "tardiff",
+             *[m for m in fitted.sets if m not in ("ddpm", "cfg", "classifier_guidance")]]
+    tstr_rows, paired_rows = [], []
+    for arch, by_name in probas.items():
+        by_name["tardiff"] = by_name[chosen]  # the same models: the selected candidate, under its reported name
+        for name in order:
+            p = by_name[name]
+            role = "real" if name == "real" else "selected" if name == "tardiff" else methods.REGISTRY[name].role
+            n_syn = 0 if name == "real" else len(sets[name][1])
+            tstr_rows.append({"task": task, "method": name, **evaluate.utility(real.y_test, p, fitted.config),
+                              "downstream": arch, "role": role, "selected_from": chosen if name == "tardiff" else "",
+                              "n_synthetic": n_syn, "n_test": len(real.y_test)})
+            base = baselines.get(name)
+            if base:
+                diff = evaluate.paired_difference(real.y_test, p, by_name[base], n_boot=profile.bootstrap, seed=seed)
+                paired_rows += [{"task": task, "method": name, "baseline": base, "metric": metric, "diff": d,
+                                 "ci_low": lo, "ci_high": hi, "downstream": arch} for metric, (d, lo, hi) in diff.items()]
+    tstr = pd.DataFrame(tstr_rows)
+    gru_tstr = tstr[tstr["downstream"] == "gru"]
+    tsrtr_sets = {name: sets[name] for name in ("ddpm", "cfg", "classifier_guidance", "tardiff")}
+    tsrtr = evaluate.tsrtr(tsrtr_sets, splits, task, profile.alphas, fitted.config, include_real=False)
+    real_row = gru_tstr[gru_tstr["method"] == "real"][list(tsrtr.columns.intersection(gru_tstr.columns))]
+    tsrtr = pd.concat([real_row.assign(alpha=0.0), tsrtr], ignore_index=True)
+    unique = {name: xy for name, xy in fitted.sets.items()}
+    fid_config = evaluate.FidelityConfig(epochs=profile.fidelity_epochs, seed=seed, device=device)
+    fidelity = evaluate.fidelity_table(unique, real.X_train, real.X_test, config=fid_config, channels=real.channels,
+                                       n_seeds=profile.fidelity_seeds)
+    fidelity = _with_selected(fidelity, chosen).assign(task=task)
+    privacy = _with_selected(evaluate.privacy_table(unique, real.X_train, real.X_val, seed=seed, device=device),
+                             chosen).assign(task=task)
+    diagnostics = guidance_diagnostics(real, sets, models_dir, device=device)
+    paired = pd.DataFrame(paired_rows)
+    return {"tstr": tstr, "tsrtr": tsrtr, "paired": paired, "fidelity": fidelity, "privacy": privacy,
+            "diagnostics": diagnostics, "ablation": ablation_table(tstr, paired, diagnostics, fidelity)}
+
+
+def _with_selected(frame: pd.DataFrame, chosen: str) -> pd.DataFrame:
+    row = frame[frame["method"] == chosen].assign(method="tardiff")
+    return pd.concat([row, frame], ignore_index=True)
 
 
 def guidance_diagnostics(real: RealData, sets: dict, models_dir: Path, device=None) -> pd.DataFrame:
-    """Does guidance do what it optimises? Per synthetic set: f_theta's AUROC against the target labels
-    (does the guiding classifier agree with them?) and the mean influence score cos(g_i, G)."""
-    from tardiff.classifier import load_classifier
-    from tardiff.guidance import train_grad
+    """Does guidance do what it optimises? Per set: f_theta's AUROC against the set's labels (does the guiding
+    classifier agree with them?) and the mean influence g_iᵀG on the held-out guidance folds (cross-fit)."""
+    from tardiff import guidance, methods
+    from tardiff.classifier import load_classifier, predict_proba
+    from tardiff.evaluate import auroc
 
     device = get_device(device)
     classifier = load_classifier(models_dir / f"classifier_{real.task}.pt", device=device)
-    G = train_grad(classifier, real.X_train, real.y_train, device=device)
-    sets = {"real (train)": (real.X_train, real.y_train), **sets}
-    return pd.DataFrame([{"task": real.task, "method": method, **_diagnose(classifier, G, X, y)}
-                         for method, (X, y) in sets.items()])
+    references = torch.load(models_dir / f"influence_{real.task}.pt", map_location="cpu", weights_only=False)
+    pairs = methods.reference_pairs(references, "guide", device)
+    rows = []
+    for name, (X, y) in {"real (train)": (real.X_train, real.y_train), **sets}.items():
+        scores = guidance.pair_scores(pairs, X, y, "dot")
+        rows.append({"task": real.task, "method": name,
+                     "f_theta_auroc_vs_labels": auroc(y, predict_proba(classifier, X, device=device)),
+                     "influence_mean": float(scores.mean()), "influence_label1": float(scores[y == 1].mean()),
+                     "influence_label0": float(scores[y == 0].mean())})
+    return pd.DataFrame(rows)
 
 
-def _diagnose(classifier, G, X: np.ndarray, y: np.ndarray, batch_size: int = 512) -> dict:
-    from tardiff.classifier import predict_proba
-    from tardiff.evaluate import auroc
-    from tardiff.guidance import influence_scores
+def ablation_table(tstr: pd.DataFrame, paired: pd.DataFrame, diagnostics: pd.DataFrame,
+                   fidelity: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: TSTR (GRU and CNN downstream), the paired AUROC/AUPRC difference against its
+    baseline (GRU), f_theta's agreement with the labels and the influence it reached, and the
+    discriminative score: utility beside what guidance optimises, so fooling f_theta shows."""
+    rows = []
+    for name in tstr["method"].unique():
+        row = {"task": tstr["task"].iloc[0], "method": name}
+        for arch in ("gru", "cnn"):
+            t = tstr[(tstr["method"] == name) & (tstr["downstream"] == arch)].iloc[0]
+            row[f"{arch}_auroc"], row[f"{arch}_auprc"] = t["auroc_mean"], t["auprc_mean"]
+        for metric in ("auroc", "auprc"):
+            d = paired[(paired["method"] == name) & (paired["metric"] == metric) & (paired["downstream"] == "gru")] \
+                if len(paired) else paired
+            row[f"d_{metric}"] = f"{d['diff'].iloc[0]:+.3f} [{d['ci_low'].iloc[0]:+.3f}, {d['ci_high'].iloc[0]:+.3f}]" \
+                if len(d) else ""
+            row[f"vs"] = d["baseline"].iloc[0] if len(d) else ""
+        diag = diagnostics[diagnostics["method"] == name]
+        row["f_theta_agreement"] = float(diag["f_theta_auroc_vs_labels"].iloc[0]) if len(diag) else np.nan
+        row["influence_mean"] = float(diag["influence_mean"].iloc[0]) if len(diag) else np.nan
+        fid = fidelity[fidelity["method"] == name]
+        row["discriminative"] = float(fid["discriminative_score"].iloc[0]) if len(fid) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
 
-    device = next(classifier.parameters()).device
-    scores = torch.cat([influence_scores(classifier, G, torch.as_tensor(X[i:i + batch_size], device=device),
-                                         torch.as_tensor(y[i:i + batch_size], device=device)).cpu()
-                        for i in range(0, len(y), batch_size)]).numpy()
-    return {"f_theta_auroc_vs_labels": auroc(y, predict_proba(classifier, X, device=device)),
-            "influence_score_mean": float(scores.mean()),
-            "influence_score_label1": float(scores[y == 1].mean()),
-            "influence_score_label0": float(scores[y == 0].mean())}
+
+TABLES = ("tstr", "tsrtr", "paired", "ablation", "fidelity", "privacy", "diagnostics")
 
 
 def write_results(results: dict[str, dict], tables_dir: Path) -> dict[str, pd.DataFrame]:
-    """Stack the per-task frames and write outputs/tables/{tstr,tsrtr,fidelity,privacy,sweep,diagnostics}.{csv,md}."""
+    """Stack the per-task frames and write outputs/tables/<name>.{csv,md}."""
     from tardiff import evaluate
 
-    stacked = {name: pd.concat([r[name] for r in results.values()], ignore_index=True)
-               for name in ("tstr", "tsrtr", "fidelity", "privacy", "sweep", "diagnostics")}
+    stacked = {name: pd.concat([r[name] for r in results.values()], ignore_index=True) for name in TABLES}
     for name, frame in stacked.items():
+        if name == "tstr":  # the paper's layout, one table per downstream architecture
+            for arch in frame["downstream"].unique():
+                sub = frame[frame["downstream"] == arch].drop(columns="downstream")
+                evaluate.write_tables(sub, tables_dir, "tstr" if arch == "gru" else f"tstr_{arch}")
+            frame.to_csv(tables_dir / "tstr_all.csv", index=False)
+            continue
         evaluate.write_tables(frame[["task"] + [c for c in frame.columns if c != "task"]], tables_dir, name)
     return stacked
 
 
-def plot_task(real: RealData, synthetic_dir: Path, result: dict, figures_dir: Path, seed: int = 0) -> None:
+def plot_task(real: RealData, sets: dict, result: dict, figures_dir: Path, seed: int = 0) -> None:
     """Every per-task figure of the paper companion."""
     from tardiff import plots
 
-    sets = load_method_sets(synthetic_dir)
+    main = {name: sets[name] for name in ("ddpm", "cfg", "classifier_guidance", "tardiff")}
     figures_dir = Path(figures_dir)
-    plots.pca(real.X_train, sets, figures_dir / f"pca_{real.task}.png", seed=seed, title=real.task)
-    plots.marginals(real.X_train, sets, real.channels, figures_dir / f"marginals_{real.task}.png",
+    plots.pca(real.X_train, main, figures_dir / f"pca_{real.task}.png", seed=seed, title=real.task)
+    plots.marginals(real.X_train, main, real.channels, figures_dir / f"marginals_{real.task}.png",
                     preprocessor=real.preprocessor, title=real.task)
     plots.tsrtr_curves(result["tsrtr"], figures_dir / f"tsrtr_{real.task}.png", title=real.task)
-    plots.guidance_sweep(result["sweep"], figures_dir / f"guidance_sweep_{real.task}.png", title=real.task)
+    plots.ablation(result["ablation"], figures_dir / f"ablation_{real.task}.png", title=real.task)

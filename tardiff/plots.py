@@ -181,24 +181,27 @@ def tsrtr_curves(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure
     return _save(fig, path)
 
 
-def guidance_sweep(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
-    """TSTR AUROC/AUPRC (utility) and discriminative score / marginal distance (fidelity) against scale."""
+def ablation(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
+    """Left: TSTR AUROC per method with a GRU and a 1D-CNN downstream model. Right: f_theta's agreement with
+    each set's labels against the GRU TSTR AUROC: guidance that fools f_theta moves right, not up."""
     _style()
-    panels = [("auroc_mean", "auroc_sd", "TSTR AUROC"), ("auprc_mean", "auprc_sd", "TSTR AUPRC"),
-              ("discriminative_score", None, "discriminative score (0 = best)"),
-              ("marginal_distance", None, "marginal W1 distance (z-score)")]
-    groups = list(df.groupby("task", sort=False)) if "task" in df.columns else [("", df)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 3.4))
-    for ax, (column, sd, label) in zip(axes, panels):
-        for task, rows in groups:
-            rows = rows.sort_values("scale")
-            ax.errorbar(rows["scale"], rows[column], yerr=rows[sd] if sd else None, marker="o", capsize=3,
-                        label=str(task))
-        ax.set_xlabel("guidance scale")
-        ax.set_title(label)
-    if len(groups) > 1 or groups[0][0]:
-        axes[0].legend(fontsize=8)
-    fig.suptitle(title or "TarDiff guidance scale: utility against fidelity", y=1.04)
+    df = df.reset_index(drop=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.32 * len(df) + 2.2))
+    ypos = np.arange(len(df))
+    left.scatter(df["gru_auroc"], ypos, label="GRU downstream", color="C0")
+    left.scatter(df["cnn_auroc"], ypos, label="1D-CNN downstream", color="C1", marker="s")
+    left.set_yticks(ypos, [_name(m) for m in df["method"]])
+    left.invert_yaxis()
+    left.axvline(0.5, color="grey", ls=":", lw=1)
+    left.set_xlabel("TSTR test AUROC (mean over seeds)")
+    left.legend(fontsize=8)
+    for _, row in df.iterrows():
+        right.scatter(row["f_theta_agreement"], row["gru_auroc"], color=method_color(row["method"]))
+        right.annotate(_name(row["method"]), (row["f_theta_agreement"], row["gru_auroc"]), fontsize=7,
+                       xytext=(3, 2), textcoords="offset points")
+    right.set_xlabel("f_θ AUROC against the set's labels")
+    right.set_ylabel("TSTR test AUROC (GRU)")
+    fig.suptitle(title or "What each variant does", y=1.0)
     fig.tight_layout()
     return _save(fig, path)
 
