@@ -111,6 +111,8 @@ def measure(profile, args, device) -> dict:
     t_loop = t_loop_sub * B / n_loop
     err = rel_err(fast[:n_loop], slow)
 
+    variants = measure_variants(classifier, G, X_train, y_train, x, y, profile, args, device)
+
     if args.profile:
         from torch.profiler import profile
         with profile(record_shapes=True) as prof:
@@ -147,6 +149,7 @@ def measure(profile, args, device) -> dict:
         "train_grad_speedup_vs_loop": t_grad_loop / t_grad,
         **ddim,
         "ddim_steps": args.ddim_steps,
+        "variants": variants,
         "notes": (f"loops timed on {n_loop} (guidance) and {n_tl} (train gradient) samples and extrapolated "
                   f"linearly to {B} and {args.train_size}; vectorised timings are medians of {args.repeat} "
                   f"runs after a warm-up; batch_coupled is the original's batch-normalised (not per-sample) way"),
@@ -168,6 +171,56 @@ def measure(profile, args, device) -> dict:
     for name, g in goals.items():
         print(f"  {name:34s} {results[name]:10.4g}   goal {g['goal']:8s} {'met' if g['met'] else 'MISSED'}")
     return results
+
+
+def measure_variants(classifier, G, X_train, y_train, x, y, profile, args, device) -> dict:
+    """The TarDiff variants of the registry (tardiff.methods): each hook's time for one batch, the dot
+    score's error against its own one-at-a-time loop, the (H + λI)⁻¹G solve and the selection scores."""
+    import copy
+
+    from tardiff.guidance import inverse_hvp, normalized, pair_influence_guidance, pair_scores, random_gradient
+    from tardiff.guidance import _module_params, _targets  # the loop reference below mirrors the test's
+
+    def dot_loop(xs, ys):
+        params, Gs = _module_params(classifier, G, xs)
+        out = []
+        with torch.enable_grad():
+            for i in range(len(xs)):
+                xi = xs[i:i + 1].detach().requires_grad_(True)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(classifier(xi), ys[i:i + 1], reduction="sum")
+                grads = torch.autograd.grad(loss, params, create_graph=True)
+                out.append(torch.autograd.grad(sum((g * Gw).sum() for g, Gw in zip(grads, Gs)), xi)[0])
+        return torch.cat(out)
+
+    B = len(y)
+    k, c = profile.influence_folds, profile.tracin_checkpoints
+    folds = [(copy.deepcopy(classifier), G) for _ in range(k)]
+    out = {}
+    dot = pair_influence_guidance([(classifier, G)], "dot")
+    out["dot_s"], fast = timed(lambda: dot(None, None, x, y), device, args.repeat)
+    n_loop = min(args.loop_samples or 32, B)
+    t_loop, slow = timed(lambda: dot_loop(x[:n_loop], _targets(y[:n_loop], x)), device, 0)
+    out["dot_loop_s"] = t_loop * B / n_loop
+    out["dot_speedup_vs_loop"] = out["dot_loop_s"] / out["dot_s"]
+    out["dot_max_rel_err_vs_loop"] = rel_err(fast[:n_loop], slow)
+    hook = normalized(pair_influence_guidance(folds, "dot"), X_train[:512], y_train[:512])
+    out[f"cross_fit_{k}_folds_s"], _ = timed(lambda: hook(None, None, x, y), device, args.repeat)
+    tracin = pair_influence_guidance(folds * c, "dot")
+    out[f"tracin_{k}x{c}_checkpoints_s"], _ = timed(lambda: tracin(None, None, x, y), device, 1)
+    random_hook = pair_influence_guidance([(classifier, random_gradient(classifier))], "dot")
+    out["random_g_s"], _ = timed(lambda: random_hook(None, None, x, y), device, args.repeat)
+    n_fit = min(len(y_train), 2400)
+    start = time.perf_counter()
+    _, info = inverse_hvp(classifier, X_train[:n_fit], y_train[:n_fit], G, damping=profile.hinv_damping,
+                          max_iter=profile.hinv_max_iter)
+    out["hinv_solve_s"], out["hinv_info"], out["hinv_fit_stays"] = time.perf_counter() - start, info, n_fit
+    out["select_scores_per_1000_s"], _ = timed(lambda: pair_scores(folds, X_train[:1000], y_train[:1000], "dot"),
+                                               device, 1)
+    print(f"variants, B={B}: dot {out['dot_s']:.3f} s ({out['dot_speedup_vs_loop']:.0f}x its loop, err "
+          f"{out['dot_max_rel_err_vs_loop']:.1e}) | {k} folds {out[f'cross_fit_{k}_folds_s']:.3f} s | "
+          f"TracIn {k}x{c} {out[f'tracin_{k}x{c}_checkpoints_s']:.3f} s | (H+λI)⁻¹G {out['hinv_solve_s']:.1f} s "
+          f"({info['iterations']} CG iterations, residual {info['relative_residual']:.2g})")
+    return out
 
 
 if __name__ == "__main__":

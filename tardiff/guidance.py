@@ -475,15 +475,20 @@ def random_gradient(classifier: nn.Module, seed: int = 0) -> Gradient:
 
 
 def inverse_hvp(classifier: nn.Module, X, y, G: Gradient, damping: float = 0.01, max_iter: int = 50,
-                tol: float = 1e-3, batch_size: int = 1024) -> tuple[Gradient, dict]:
-    """(H + λI)⁻¹ G by conjugate gradient, H the Hessian of the mean training loss over (X, y).
+                tol: float = 1e-3, batch_size: int = 1024, curvature: str = "ggn") -> tuple[Gradient, dict]:
+    """(H + λI)⁻¹ G by conjugate gradient, H the curvature of the mean training loss over (X, y).
 
-    Hessian-vector products are reverse-over-reverse (`torch.func.vjp` of `torch.func.grad`), summed
-    over batches; classifier in eval mode. λ (`damping`) makes the system positive definite where H is
-    not (a classifier stopped early is not at a minimum). Returns the solution and {iterations,
-    relative_residual ‖(H+λI)v − G‖/‖G‖, damping}.
+    curvature="ggn" (default): the Gauss-Newton matrix (1/N) Σ σ_i(1 − σ_i) J_iᵀJ_i, positive semi-definite,
+    so CG converges for any λ > 0; products are a forward-mode `torch.func.jvp` then a `vjp`.
+    curvature="hessian": the exact Hessian, products reverse-over-reverse (`vjp` of `grad`); at an
+    early-stopped GRU it has negative curvature larger than a small λ and CG then does not converge
+    (measured: relative residuals 0.2-1.6 after 30 iterations at λ = 0.01). Summed over batches, classifier
+    in eval mode. Returns the solution and {iterations, relative_residual ‖(H+λI)v − G‖/‖G‖, damping, curvature}.
     """
-    from torch.func import functional_call, grad, vjp
+    from torch.func import functional_call, grad, jvp, vjp
+
+    if curvature not in ("ggn", "hessian"):
+        raise ValueError(f"curvature must be 'ggn' or 'hessian', got {curvature!r}")
 
     device, dtype = _param_device_dtype(classifier)
     X = _as_tensor(X, dtype, "cpu")
@@ -500,8 +505,15 @@ def inverse_hvp(classifier: nn.Module, X, y, G: Gradient, damping: float = 0.01,
         out = {n: torch.zeros_like(params[n]) for n in names}
         for start in range(0, len(y), batch_size):
             xb, yb = X[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-            _, vjp_fn = vjp(lambda p: grad(loss)(p, xb, yb), params)
-            for n, h in vjp_fn(v)[0].items():
+            if curvature == "hessian":
+                _, vjp_fn = vjp(lambda p: grad(loss)(p, xb, yb), params)
+                product = vjp_fn(v)[0]
+            else:
+                logits, Jv = jvp(lambda p: functional_call(classifier, p, (xb,)), (params,), (v,))  # (b,), (b,)
+                weight = torch.sigmoid(logits) * torch.sigmoid(-logits)   # ∂²ℓ/∂logit² of BCE
+                _, vjp_fn = vjp(lambda p: functional_call(classifier, p, (xb,)), params)
+                product = vjp_fn(weight * Jv)[0]
+            for n, h in product.items():
                 out[n] += h
         return {n: out[n] / len(y) + damping * v[n] for n in names}
 
@@ -529,7 +541,7 @@ def inverse_hvp(classifier: nn.Module, X, y, G: Gradient, damping: float = 0.01,
         residual = float(torch.sqrt(dot({n: Ax[n] - b[n] for n in names}, {n: Ax[n] - b[n] for n in names})) / b_norm)
     finally:
         classifier.train(was_training)
-    return x, {"iterations": iterations, "relative_residual": residual, "damping": damping}
+    return x, {"iterations": iterations, "relative_residual": residual, "damping": damping, "curvature": curvature}
 
 
 def pair_influence_guidance(pairs: Pairs, score: str = "dot") -> Hook:

@@ -189,7 +189,9 @@ def paths(outputs: str | Path) -> dict[str, Path]:
 
 def save_synthetic(path: Path, X: np.ndarray, y: np.ndarray, **meta) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, X=np.asarray(X, np.float32), y=np.asarray(y, np.int64))
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, X=np.asarray(X, np.float32), y=np.asarray(y, np.int64))
+    tmp.replace(path)  # atomic: an interrupted run leaves the previous set intact
     write_manifest(path.with_suffix(".json"), config=meta.pop("config", {}), seed=meta.pop("seed", None),
                    wall_time_s=meta.pop("wall_time_s", None), **meta)
     return path

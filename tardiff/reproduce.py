@@ -93,6 +93,34 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
     return report
 
 
+def publish(outputs: str | Path, results: str | Path, profile: str) -> Path:
+    """Copy a finished run's tables and executed notebooks to `results` (committed, so README's numbers are
+    traceable), with a manifest naming the commit, the profile and each step's wall time."""
+    import shutil
+    import subprocess
+
+    outputs, results = Path(outputs), Path(results)
+    tables = sorted((outputs / "tables").glob("*.csv"))
+    if not tables:
+        raise FileNotFoundError(f"no tables under {outputs / 'tables'}: run the batch first")
+    (results / "notebooks").mkdir(parents=True, exist_ok=True)
+    for path in tables + sorted((outputs / "tables").glob("*.md")):
+        shutil.copyfile(path, results / path.name)
+    for path in sorted((outputs / "notebooks").glob("*.ipynb")):
+        shutil.copyfile(path, results / "notebooks" / path.name)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "tardiff", "notebooks"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip())
+    steps = {name: read_manifest(outputs / "notebooks" / f"{name}.json") for name in NOTEBOOKS}
+    write_manifest(results / "manifest.json", config={"profile": profile}, seed=None,
+                   wall_time_s=sum((m or {}).get("wall_time_s") or 0 for m in steps.values()), commit=commit,
+                   code_changed_since_commit=dirty,
+                   steps={name: {"wall_time_s": (m or {}).get("wall_time_s"), "created": (m or {}).get("created")}
+                          for name, m in steps.items()},
+                   tables=[p.name for p in tables])
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tardiff.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--force", action="store_true", help="rerun every step")
     parser.add_argument("--only", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS))
+    parser.add_argument("--publish", metavar="DIR", help="after a successful run, copy its tables and executed "
+                                                         "notebooks to DIR (e.g. results/default) with a manifest")
     args = parser.parse_args(argv)
     try:
         report = reproduce(args.profile, args.data_dir, args.dataset, args.outputs, args.figures, args.seed,
@@ -115,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     total = sum(r["wall_time_s"] or 0 for r in report.values() if not r["skipped"])
     print(f"[reproduce] all steps done; {total:.0f} s of work this run")
+    if args.publish:
+        print(f"[reproduce] published to {publish(args.outputs, args.publish, args.profile)}")
     return 0
 
 

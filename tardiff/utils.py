@@ -87,7 +87,9 @@ def write_manifest(path: str | os.PathLike, *, config: Any, seed: int | None = N
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)  # atomic: a failure never leaves a half-written manifest
     return manifest
 
 

@@ -100,3 +100,18 @@ def test_bad_input_names_the_parameter(case, param):
         train = TrainConfig(monitor="accuracy")
     with pytest.raises(ValueError, match=param):
         train_classifier(X, y, Xv, yv, SMALL, train, progress=False)
+
+
+def test_cnn_downstream_learns_and_round_trips(tmp_path):
+    from tardiff.classifier import CNNClassifier, load_classifier, save_classifier
+
+    X, y = toy(240, seed=0)
+    Xv, yv = toy(80, seed=1)
+    seen = []
+    model, history = train_classifier(X, y, Xv, yv, config=ClassifierConfig(rnn="cnn", hidden=8, dropout=0.0),
+                                      train=TrainConfig(max_epochs=6, patience=6, batch_size=32, monitor="loss"),
+                                      seed=0, device="cpu", progress=False, on_epoch=lambda e, m: seen.append(e))
+    assert isinstance(model, CNNClassifier) and seen == list(range(history["epochs_run"]))
+    assert history["val_auroc"][history["best_epoch"]] > 0.8
+    path = save_classifier(model, tmp_path / "cnn.pt")
+    assert np.allclose(predict_proba(load_classifier(path), Xv), predict_proba(model, Xv))

@@ -225,10 +225,15 @@ def test_cfg_separates_classes(trained):
     S = ddim_sample(model, DiffusionConfig(), y, steps=20, seq_len=8, cfg_scale=2.0, progress=False).numpy()
     m0, m1 = S[:200].mean((0, 1)), S[200:].mean((0, 1))
     assert m1[0] - m0[0] > 2.5 and m0[1] - m1[1] > 0.7
-    # The null label alone gives the mixture: channel 0 centred between the classes.
+    # The null label alone gives the mixture: channel 0 lies between the classes and spreads wider than
+    # either. (Where between depends on how well ~10 % label dropout taught the null label in 400 steps,
+    # which varied across machines; between-ness and spread do not.)
     null = ddim_sample(model, DiffusionConfig(), np.zeros(400), steps=20, seq_len=8, progress=False,
                        cfg_scale=-1.0).numpy()
-    assert abs(null[..., 0].mean()) < 0.5 and null[..., 0].std() > 1.0
+    c0 = [ddim_sample(model, DiffusionConfig(), np.full(400, c), steps=20, seq_len=8, progress=False).numpy()[..., 0]
+          for c in (0, 1)]
+    assert c0[0].mean() < null[..., 0].mean() < c0[1].mean()
+    assert null[..., 0].std() > max(c0[0].std(), c0[1].std())
 
 
 def test_cfg_needs_conditional_model():
@@ -266,3 +271,21 @@ def test_save_load_round_trip(tmp_path):
     x, t, y = torch.randn(2, 8, 3), torch.tensor([3, 100]), torch.tensor([0, 1])
     with torch.no_grad():
         assert torch.equal(loaded(x, t, y), model(x, t, y))
+
+
+def test_original_update_adds_the_hook_to_x_prev_with_s_squared():
+    """guidance_update="original": x_{t-1} = (1 - s) x_{t-1} + s² ∇ (the released TarDiff's rule)."""
+    from tardiff.diffusion import DiffusionConfig, GaussianDiffusion
+
+    diffusion = GaussianDiffusion(DiffusionConfig())
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(3, 6, 2, generator=g), torch.randn(3, 6, 2, generator=g)
+    grad = torch.randn(3, 6, 2, generator=g)
+    plain, x0 = diffusion.step(eps, 100, x, 80)
+    s = 0.1
+    guided, x0_guided = diffusion.step(eps, 100, x, 80, guidance=lambda *a: grad, guidance_scale=s,
+                                       guidance_update="original")
+    assert torch.allclose(x0_guided, x0)  # pred_x0 itself is untouched
+    assert torch.allclose(guided, (1 - s) * plain + s * s * grad, atol=1e-6)
+    with pytest.raises(ValueError, match="guidance_update"):
+        diffusion.step(eps, 100, x, 80, guidance_update="x0")

@@ -183,7 +183,7 @@ def test_default_protocol_selects_on_validation_loss():
 
 def test_write_tables_csv_columns_and_paper_markdown(tmp_path):
     rows = [{"task": t, "method": m, "alpha": a, "auroc_mean": 0.7, "auroc_sd": 0.01, "auprc_mean": 0.3,
-             "auprc_sd": 0.02, "n_seeds": 3, "auroc_ci_low": 0.68} for t in ev.TASKS for m in ("real", "tardiff")
+             "auprc_sd": 0.02, "n_seeds": 3, "auroc_ci_low": 0.68} for t in ("mortality", "long_stay") for m in ("real", "tardiff")
             for a in (0.2, 1.0)]
     csv_path, md_path = ev.write_tables(pd.DataFrame(rows), tmp_path, "tsrtr")
     assert list(pd.read_csv(csv_path).columns[:8]) == list(ev.TSRTR_COLUMNS)
@@ -270,14 +270,61 @@ def test_copying_training_data_gives_zero_dcr_and_leaks_membership():
                                       "dcr_holdout_p5", "dcr_ratio", "mia_auc"]
 
 
-# --------------------------------------------------------------------------- guidance sweep
+# --------------------------------------------------------------------------- paired differences
 
-def test_guidance_sweep_one_row_per_scale():
+def test_paired_difference_equals_per_seed_sklearn_and_is_zero_against_itself():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.3).astype(int)
+    a = rng.random((3, 300)) + 0.3 * y
+    b = rng.random((3, 300)) + 0.1 * y
+    out = ev.paired_difference(y, a, b, n_boot=200, seed=1)
+    want = np.mean([roc_auc_score(y, p) - roc_auc_score(y, q) for p, q in zip(a, b)])
+    assert out["auroc"][0] == pytest.approx(want, abs=1e-12)
+    want = np.mean([average_precision_score(y, p) - average_precision_score(y, q) for p, q in zip(a, b)])
+    assert out["auprc"][0] == pytest.approx(want, abs=1e-12)
+    assert out["auroc"][1] < out["auroc"][0] < out["auroc"][2]
+    same = ev.paired_difference(y, a, a, n_boot=50)
+    assert same["auroc"] == (0.0, 0.0, 0.0) and same["auprc"] == (0.0, 0.0, 0.0)
+
+
+def test_paired_ci_covers_the_truth_on_a_known_gap():
+    """A method whose scores carry more signal: its CI excludes 0; a permuted copy's CI covers 0."""
+    rng = np.random.default_rng(3)
+    y = (rng.random(2000) < 0.2).astype(int)
+    noise = rng.normal(size=(2, 2000))
+    strong, weak = noise + 1.0 * y, noise + 0.3 * y
+    assert ev.paired_difference(y, strong, weak, n_boot=300)["auroc"][1] > 0
+    other_weak = rng.normal(size=(2, 2000)) + 0.3 * y  # as good as `weak`, independent noise
+    low, high = ev.paired_difference(y, other_weak, weak, n_boot=300)["auroc"][1:]
+    assert low <= 0 <= high
+
+
+def test_paired_difference_needs_matching_shapes():
+    with pytest.raises(ValueError, match="n_seeds"):
+        ev.paired_difference(np.array([0, 1, 0]), np.zeros((2, 3)), np.zeros((3, 3)))
+
+
+def test_fit_then_predict_equals_downstream_protocol():
     real = real_splits()
-    sets = {s: ar1_stays(100, 40 + i, shift=s) for i, s in enumerate((2.0, 0.0, 1.0))}
-    df = ev.guidance_sweep(sets, real, "mortality", config=quick_config(),
-                           fidelity=ev.FidelityConfig(hidden=8, epochs=1, device="cpu"),
-                           train_fn=mean_train([]), predict_fn=mean_predict)
-    assert df["scale"].tolist() == [0.0, 1.0, 2.0]
-    assert {"auroc_mean", "auprc_mean", "discriminative_score", "marginal_distance"} <= set(df.columns)
-    assert df["marginal_distance"].is_monotonic_increasing  # further shifted, further from real
+    X_syn, y_syn = ar1_stays(100, 41)
+    config = quick_config()
+    models = ev.fit_downstream(X_syn, y_syn, real, config, train_fn=mean_train([]))
+    probas = ev.predict_seeds(models, real.X_test, config, predict_fn=mean_predict)
+    assert probas.shape == (config.n_seeds, len(real.y_test))
+    row = ev.utility(real.y_test, probas, config)
+    table = ev.tstr({"s": (X_syn, y_syn)}, real, "mortality", config, include_real=False,
+                    train_fn=mean_train([]), predict_fn=mean_predict).iloc[0]
+    assert row["auroc_mean"] == pytest.approx(table["auroc_mean"]) and row["auprc_sd"] == pytest.approx(table["auprc_sd"])
+
+
+def test_discriminative_scores_over_seeds_report_spread():
+    from dataclasses import replace
+
+    real, _ = ar1_stays(120, 50)
+    syn, _ = ar1_stays(120, 51, shift=1.5)
+    config = ev.FidelityConfig(hidden=8, epochs=3, device="cpu")
+    mean, sd = ev.discriminative_scores(real, syn, config, n_seeds=3)
+    each = [ev.discriminative_score(real, syn, replace(config, seed=i)) for i in range(3)]
+    assert mean == pytest.approx(np.mean(each)) and sd == pytest.approx(np.std(each, ddof=1))

@@ -231,3 +231,132 @@ def test_hook_inside_ddim_sampler():
     guided = diffusion.ddim_sample(unet, diffusion.DiffusionConfig(), labels, guidance=hook, guidance_scale=1.0, **kw)
     assert guided.shape == plain.shape == (4, T, NF)
     assert torch.isfinite(guided).all() and not torch.allclose(guided, plain)
+
+
+# --------------------------------------------------------------------------- TarDiff variants
+def dot_guidance_loop(model, G, x, y):
+    """Reference for score="dot": one sample at a time, ∇_x of g_iᵀG by double backward."""
+    names, params = zip(*model.named_parameters())
+    out = []
+    for i in range(len(x)):
+        xi = x[i:i + 1].detach().requires_grad_(True)
+        loss = F.binary_cross_entropy_with_logits(model(xi), y[i:i + 1], reduction="sum")
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        score = sum((g * G[n]).sum() for g, n in zip(grads, names))
+        out.append(torch.autograd.grad(score, xi)[0])
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-8), (torch.float32, 1e-3)])
+def test_dot_score_guidance_equals_per_sample_loop(trained, dtype, tol):
+    from tardiff.guidance import pair_influence_guidance
+
+    model, G, x, y = setup(trained, dtype)
+    fast = pair_influence_guidance([(model, G)], "dot")(None, None, x, y)
+    assert rel_err(fast, dot_guidance_loop(model, G, x, y)) < tol
+
+
+def test_pair_guidance_sums_its_pairs_and_scores_match(trained):
+    from tardiff.guidance import pair_influence_guidance, pair_scores, random_gradient
+
+    model, G, x, y = setup(trained, torch.float64)
+    other = small(seed=7)
+    G2 = random_gradient(other, seed=1)
+    both = pair_influence_guidance([(model, G), (other, G2)], "cos")(None, None, x, y)
+    apart = influence_guidance(model, G)(None, None, x, y) + influence_guidance(other, G2)(None, None, x, y)
+    assert rel_err(both, apart) < 1e-8
+    scores = pair_scores([(model, G), (other, G2)], x, y, "cos", batch_size=2)
+    want = influence_scores(model, G, x, y) + influence_scores(other, G2, x, y)
+    assert np.allclose(scores, want.numpy(), atol=1e-10)
+
+
+def test_reference_and_random_gradients():
+    from tardiff.guidance import random_gradient, reference_gradient
+
+    model = small()
+    X, y = toy(40)
+    mean = reference_gradient(model, X, y)
+    summed = train_grad(model, X, y, normalize=False)
+    assert all(torch.allclose(mean[k], summed[k] / 40) for k in mean)
+    R = random_gradient(model, seed=3)
+    assert abs(sum((g * g).sum() for g in R.values()).item() - 1) < 1e-10
+    assert all(torch.equal(R[k], random_gradient(model, seed=3)[k]) for k in R)
+    assert not torch.equal(R["head.weight"], random_gradient(model, seed=4)["head.weight"])
+
+
+def test_inverse_hvp_equals_dense_damped_solve():
+    """(H + λI)⁻¹G by CG with HVPs equals a dense solve with the autograd Hessian of the mean loss."""
+    from torch.func import functional_call
+
+    from tardiff.guidance import inverse_hvp, reference_gradient
+
+    torch.manual_seed(0)
+    model = RNNClassifier(3, ClassifierConfig(hidden=2, layers=1, dropout=0.0)).double().eval()
+    X = torch.randn(20, 5, 3, dtype=torch.float64)
+    y = (torch.rand(20) < 0.5).double()
+    G = reference_gradient(model, X, y)
+    solution, info = inverse_hvp(model, X, y, G, damping=0.5, max_iter=300, tol=1e-12, batch_size=7,
+                                 curvature="hessian")
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
+
+    def loss(theta):
+        params, i = {}, 0
+        for n, s in zip(names, shapes):
+            k = int(np.prod(s))
+            params[n], i = theta[i:i + k].reshape(s), i + k
+        return F.binary_cross_entropy_with_logits(functional_call(model, params, (X,)), y)
+
+    H = torch.autograd.functional.hessian(loss, flat)
+    want = torch.linalg.solve(H + 0.5 * torch.eye(len(flat), dtype=torch.float64),
+                              torch.cat([G[n].reshape(-1) for n in names]))
+    got = torch.cat([solution[n].reshape(-1) for n in names])
+    assert ((got - want).norm() / want.norm()).item() < 1e-8
+    assert info["relative_residual"] < 1e-8 and info["damping"] == 0.5
+    # Gauss-Newton: (1/N) Jᵀ diag(σ(1 − σ)) J from the dense Jacobian of the logits
+    ggn, info = inverse_hvp(model, X, y, G, damping=0.5, max_iter=300, tol=1e-12, batch_size=7)
+
+    def logits(theta):
+        params, i = {}, 0
+        for n, s in zip(names, shapes):
+            k = int(np.prod(s))
+            params[n], i = theta[i:i + k].reshape(s), i + k
+        return functional_call(model, params, (X,))
+
+    J = torch.autograd.functional.jacobian(logits, flat)  # (N, P)
+    p = torch.sigmoid(logits(flat))
+    GGN = J.T @ (J * (p * (1 - p))[:, None]) / len(y)
+    want = torch.linalg.solve(GGN + 0.5 * torch.eye(len(flat), dtype=torch.float64),
+                              torch.cat([G[n].reshape(-1) for n in names]))
+    got = torch.cat([ggn[n].reshape(-1) for n in names])
+    assert ((got - want).norm() / want.norm()).item() < 1e-8 and info["curvature"] == "ggn"
+
+
+def test_normalized_step_has_unit_rms_on_its_reference_and_stays_per_sample(trained):
+    from tardiff.guidance import normalized, pair_influence_guidance
+
+    model, G, x, y = setup(trained, torch.float32, n=10)
+    hook = pair_influence_guidance([(model, G)], "dot")
+    X_ref, y_ref = toy(32, torch.float32, seed=4)
+    scaled = normalized(hook, X_ref, y_ref)
+    t0 = torch.zeros(32, dtype=torch.long)
+    assert scaled(X_ref, t0, X_ref, y_ref).pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-4)
+    full = scaled(None, None, x, y)
+    assert rel_err(full[:3], scaled(None, None, x[:3], y[:3])) < 1e-5  # a constant: samples stay independent
+
+
+def test_scheduled_guidance_acts_only_at_low_noise():
+    from tardiff.guidance import scheduled
+
+    hook = scheduled(lambda x_t, t, x0, y: torch.ones_like(x0), t_max=50)
+    x = torch.zeros(2, T, NF)
+    assert hook(x, torch.full((2,), 120), x, None).abs().sum() == 0
+    assert torch.equal(hook(x, torch.full((2,), 50), x, None), torch.ones_like(x))
+
+
+def test_score_name_is_checked(trained):
+    from tardiff.guidance import pair_influence_guidance
+
+    with pytest.raises(ValueError, match="score must be one of"):
+        pair_influence_guidance([(trained, {})], "cosine")

@@ -24,9 +24,8 @@ UTILITY = pd.DataFrame([{"task": t, "method": m, "alpha": a, "auroc_mean": 0.7 +
                          "auprc_mean": 0.3, "auprc_sd": 0.02, "n_seeds": 3}
                         for t in ("mortality", "long_stay") for m, alphas in
                         (("real", (0.0,)), ("ddpm", (0.2, 1.0)), ("tardiff", (0.2, 1.0))) for a in alphas])
-SWEEP = pd.DataFrame([{"task": "mortality", "scale": s, "auroc_mean": 0.7, "auroc_sd": 0.01, "auprc_mean": 0.3,
-                       "auprc_sd": 0.01, "discriminative_score": 0.1 * s, "marginal_distance": 0.05 * s}
-                      for s in (0.0, 1.0, 2.0)])
+ABLATION = pd.DataFrame([{"task": "mortality", "method": m, "gru_auroc": 0.6 + 0.01 * i, "cnn_auroc": 0.6,
+                          "f_theta_agreement": 0.5 + 0.05 * i} for i, m in enumerate(("cfg", "tardiff", "tardiff_dot"))])
 HISTORY = {"train_loss": [0.6, 0.5, 0.45], "val_loss": [0.62, 0.55, 0.56], "val_auroc": [0.6, 0.7, 0.69],
            "val_auprc": [0.2, 0.3, 0.29], "best_epoch": 1}
 
@@ -36,7 +35,7 @@ CASES = {
     "pca": lambda p: plots.pca(X, SYN, p),
     "marginals": lambda p: plots.marginals(X, SYN, CHANNELS, p, preprocessor=PREP),
     "tsrtr_curves": lambda p: plots.tsrtr_curves(UTILITY, p),
-    "guidance_sweep": lambda p: plots.guidance_sweep(SWEEP, p),
+    "ablation": lambda p: plots.ablation(ABLATION, p),
     "diffusion_loss": lambda p: plots.diffusion_loss(np.exp(-np.linspace(0, 3, 200)) + 0.05, p, window=20),
     "classifier_history": lambda p: plots.classifier_history(HISTORY, p, title="mortality"),
     "missingness": lambda p: plots.missingness(MASK, CHANNELS, p, title="set-a"),
