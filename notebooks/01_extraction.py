@@ -30,6 +30,7 @@ outputs_dir = "outputs"
 figures_dir = "figures"
 seed = 0
 device = "auto"
+overrides = {}     # any profile setting, e.g. {"guidance_scale": 0.1, "eval_train.max_epochs": 10}
 
 # %%
 from pathlib import Path
@@ -37,9 +38,9 @@ from pathlib import Path
 from IPython.display import display
 
 from tardiff import data, pipeline, plots
-from tardiff.config import get_profile
+from tardiff.config import get_profile, with_overrides
 
-print(get_profile(profile))
+print(with_overrides(get_profile(profile), **overrides))
 data_out = Path(outputs_dir) / "data"
 figures = Path(figures_dir)
 

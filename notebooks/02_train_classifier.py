@@ -34,6 +34,7 @@ outputs_dir = "outputs"
 figures_dir = "figures"
 seed = 0
 device = "auto"
+overrides = {}     # any profile setting, e.g. {"guidance_scale": 0.1, "eval_train.max_epochs": 10}
 
 # %%
 from pathlib import Path
@@ -42,9 +43,9 @@ import pandas as pd
 from IPython.display import display
 
 from tardiff import pipeline, plots
-from tardiff.config import get_profile
+from tardiff.config import get_profile, with_overrides
 
-config = get_profile(profile)
+config = with_overrides(get_profile(profile), **overrides)
 print(config.guide_classifier, config.guide_train, sep="\n")
 paths = pipeline.paths(outputs_dir)
 dataset = dataset or paths["data"]

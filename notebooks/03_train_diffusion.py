@@ -29,14 +29,15 @@ outputs_dir = "outputs"
 figures_dir = "figures"
 seed = 0
 device = "auto"
+overrides = {}     # any profile setting, e.g. {"guidance_scale": 0.1, "eval_train.max_epochs": 10}
 
 # %%
 from pathlib import Path
 
 from tardiff import pipeline, plots
-from tardiff.config import get_profile
+from tardiff.config import get_profile, with_overrides
 
-config = get_profile(profile)
+config = with_overrides(get_profile(profile), **overrides)
 print(config.unet, config.diffusion, config.diffusion_train, sep="\n")
 paths = pipeline.paths(outputs_dir)
 dataset = dataset or paths["data"]

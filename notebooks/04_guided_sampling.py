@@ -32,6 +32,7 @@ outputs_dir = "outputs"
 figures_dir = "figures"
 seed = 0
 device = "auto"
+overrides = {}     # any profile setting, e.g. {"guidance_scale": 0.1, "eval_train.max_epochs": 10}
 
 # %%
 from pathlib import Path
@@ -40,9 +41,9 @@ import pandas as pd
 from IPython.display import display
 
 from tardiff import methods, pipeline, plots
-from tardiff.config import get_profile
+from tardiff.config import get_profile, with_overrides
 
-config = get_profile(profile)
+config = with_overrides(get_profile(profile), **overrides)
 print(f"DDIM steps {config.ddim_steps}, eta {config.ddim_eta}; TarDiff scale {config.guidance_scale} "
       f"(strong {config.strong_guidance_scale}); classifier guidance {config.classifier_guidance_scale}; "
       f"cfg {config.cfg_scale}")

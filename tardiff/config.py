@@ -106,8 +106,74 @@ PROFILES = {"smoke": _smoke, "default": _default, "paper": _paper}
 
 
 def with_overrides(profile: Profile, **overrides) -> Profile:
-    """A copy of `profile` with top-level fields replaced (papermill parameters land here)."""
-    unknown = set(overrides) - set(Profile.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown profile fields {sorted(unknown)}")
-    return replace(profile, **overrides)
+    """A copy of `profile` with fields replaced; dotted names reach nested configs (`eval_train.max_epochs`).
+
+    Values are checked against the field's current type (papermill's `overrides` and `--set` land here).
+    """
+    out = profile
+    for key, value in overrides.items():
+        out = _replace_path(out, key.split("."), value, key)
+    return out
+
+
+def _replace_path(obj, parts: list[str], value, key: str):
+    from dataclasses import fields, is_dataclass
+
+    names = {f.name for f in fields(obj)} if is_dataclass(obj) else set()
+    if parts[0] not in names:
+        raise ValueError(f"unknown setting {key!r}; {type(obj).__name__} has {sorted(names)}")
+    current = getattr(obj, parts[0])
+    if len(parts) > 1:
+        return replace(obj, **{parts[0]: _replace_path(current, parts[1:], value, key)})
+    return replace(obj, **{parts[0]: _coerce(value, current, key)})
+
+
+def _coerce(value, current, key: str):
+    """`value` (a string from the command line, or a Python value) as the type of `current`."""
+    if current is None:  # an optional setting that is off (e.g. max_train_stays): none, an int or a number
+        if not isinstance(value, str):
+            return value
+        if value.lower() == "none":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return value
+    if isinstance(value, type(current)) and not isinstance(current, tuple):
+        return value
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if isinstance(current, (int, float)):
+            if isinstance(value, bool):
+                raise ValueError
+            number = type(current)(value)
+            if isinstance(current, int) and isinstance(value, float) and number != value:
+                raise ValueError
+            return number
+        if isinstance(current, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            like = current[0] if current else ""
+            return tuple(_coerce(item.strip() if isinstance(item, str) else item, like, key) for item in items)
+        if isinstance(current, str):
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"setting {key!r} must be a {type(current).__name__} like {current!r}, got {value!r}")
+
+
+def parse_overrides(pairs) -> dict:
+    """["guidance_scale=0.1", "n_seeds=5"] -> {"guidance_scale": "0.1", ...} (typed by with_overrides)."""
+    out = {}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise ValueError(f"--set needs key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out

@@ -62,13 +62,19 @@ def execute(name: str, parameters: dict, out_dir: Path, notebooks_dir: Path) -> 
 
 def reproduce(profile: str = "default", data_dir: str | None = None, dataset: str | None = None,
               outputs: str = "outputs", figures: str = "figures", seed: int = 0, device: str = "auto",
-              force: bool = False, only: tuple = NOTEBOOKS, notebooks_dir: Path = ROOT / "notebooks") -> dict:
+              force: bool = False, only: tuple = NOTEBOOKS, notebooks_dir: Path = ROOT / "notebooks",
+              overrides: dict | None = None) -> dict:
     outputs_path = (ROOT / outputs).resolve() if not Path(outputs).is_absolute() else Path(outputs)
     out_dir = outputs_path / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     parameters = {"profile": profile, "data_dir": data_dir or "", "dataset": dataset or "",
                   "outputs_dir": str(outputs_path), "figures_dir": str(Path(figures).resolve()),
-                  "seed": seed, "device": device}
+                  "seed": seed, "device": device, "overrides": dict(overrides or {})}
+    if overrides:  # fail here, before any notebook runs, on a setting the profile does not have
+        from tardiff.config import get_profile, with_overrides
+
+        with_overrides(get_profile(profile), **overrides)
+        print(f"[reproduce] overrides: {overrides}", flush=True)
     previous, report = "", {}
     for name in NOTEBOOKS:
         if name not in only:
@@ -134,12 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--force", action="store_true", help="rerun every step")
     parser.add_argument("--only", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a profile setting, type-checked (repeatable): --set guidance_scale=0.1 "
+                             "--set eval_train.max_epochs=10; recorded in every manifest and step key")
     parser.add_argument("--publish", metavar="DIR", help="after a successful run, copy its tables and executed "
                                                          "notebooks to DIR (e.g. results/default) with a manifest")
     args = parser.parse_args(argv)
+    from tardiff.config import parse_overrides
+
     try:
         report = reproduce(args.profile, args.data_dir, args.dataset, args.outputs, args.figures, args.seed,
-                           args.device, args.force, tuple(args.only))
+                           args.device, args.force, tuple(args.only), overrides=parse_overrides(args.set))
+    except ValueError as error:  # a bad --set names the setting and what it expects
+        print(f"[reproduce] {error}", file=sys.stderr)
+        return 2
     except NotebookFailed as error:
         print(f"[reproduce] FAILED: {error}", file=sys.stderr)
         return 1

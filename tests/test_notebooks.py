@@ -83,3 +83,23 @@ def test_smoke_reproduction_end_to_end(tmp_path):
     again = reproduce("smoke", data_dir=str(_smoke_data_dir()), outputs=str(outputs), figures=str(figures),
                       device="auto")
     assert all(step["skipped"] for step in again.values()), "unchanged inputs must be skipped"
+
+
+def test_set_overrides_are_type_checked_and_recorded(tmp_path):
+    """--set reaches the notebooks as `overrides`; a bad key or value stops before any notebook runs."""
+    from tardiff.config import get_profile, parse_overrides, with_overrides
+    from tardiff.reproduce import main
+
+    profile = with_overrides(get_profile("default"), **parse_overrides(
+        ["guidance_scale=0.1", "n_seeds=5", "alphas=0.2,1", "eval_train.max_epochs=7", "max_train_stays=300"]))
+    assert (profile.guidance_scale, profile.n_seeds, profile.alphas) == (0.1, 5, (0.2, 1.0))
+    assert profile.eval_train.max_epochs == 7 and profile.max_train_stays == 300
+    for bad, message in ((["n_seeds=2.5"], "must be a int"), (["nseeds=3"], "unknown setting"),
+                         (["alphas=a"], "must be a tuple"), (["guidance_scale"], "key=value")):
+        with pytest.raises(ValueError, match=message):
+            with_overrides(get_profile("default"), **parse_overrides(bad))
+    assert main(["--profile", "smoke", "--set", "nseeds=3", "--outputs", str(tmp_path)]) == 2
+    report = reproduce("smoke", data_dir=str(_smoke_data_dir()), outputs=str(tmp_path / "out"),
+                       figures=str(tmp_path / "fig"), only=("01_extraction",), overrides={"n_seeds": "4"})
+    manifest = json.loads((tmp_path / "out" / "notebooks" / "01_extraction.json").read_text())
+    assert manifest["config"]["overrides"] == {"n_seeds": "4"} and not report["01_extraction"]["skipped"]
