@@ -192,7 +192,8 @@ def reference_pairs(references: dict, kind: str, device=None) -> guidance_lib.Pa
 class Sampler:
     """Everything notebook 04 needs for one task: the models, the references, the real labels to match."""
 
-    def __init__(self, real, profile, models_dir: Path, seed: int = 0, device=None, progress: bool = True):
+    def __init__(self, real, profile, models_dir: Path, seed: int = 0, device=None, progress: bool = True,
+                 n: int | dict | None = None):
         self.real, self.profile, self.seed, self.progress = real, profile, seed, progress
         self.device = get_device(device)
         self.classifier = load_classifier(models_dir / f"classifier_{real.task}.pt", device=self.device)
@@ -200,7 +201,7 @@ class Sampler:
         self.references = torch.load(models_dir / f"influence_{real.task}.pt", map_location="cpu",
                                      weights_only=False)
         self.diffusion = GaussianDiffusion(profile.diffusion)
-        self.y_target = guidance_lib.target_labels(real.y_train, seed=seed)
+        self.y_target = guidance_lib.target_labels(real.y_train, n=n, seed=seed)  # n=None: the real counts
         self._loaded, self._backbone_draws = {}, {}
 
     def model(self, backbone: str):

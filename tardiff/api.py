@@ -1,0 +1,192 @@
+"""Synthetic stays for one's own cohort in a few lines, without running the paper's notebooks.
+
+    from tardiff.api import TarDiff
+    model = TarDiff(profile="default").fit(X, y)          # X (N, T, F) finite, y (N,) 0/1
+    X_syn, y_syn = model.sample("tardiff", n=1000)       # in X's units, y_syn the labels generated
+    model.save("my_tardiff"); model = TarDiff.load("my_tardiff")
+
+`fit` trains what the method registry needs (f_theta, the cross-fit influence references, the
+class-conditional diffusion model, and the unconditional one for methods that use it) with the same
+functions the notebooks call; `sample` runs any registered method (`tardiff.methods.REGISTRY`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tardiff import methods
+from tardiff.config import get_profile, with_overrides
+from tardiff.utils import to_jsonable, write_manifest
+
+TASK = "label"
+# `tardiff` names the variant notebook 05 selects on validation; without that selection the a-priori one.
+DEFAULT_VARIANT = "tardiff_dot"
+
+
+@dataclass
+class _Cohort:
+    """What `methods.Sampler` reads of the real data (the RealData fields it uses)."""
+
+    task: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+
+    def summary(self) -> dict:
+        return {"task": self.task, "train": len(self.y_train), "val": len(self.y_val),
+                "train_positive_rate": float(self.y_train.mean())}
+
+
+class TarDiff:
+    """Fit the classifier, influence references and diffusion models on (X, y); sample with any method."""
+
+    def __init__(self, profile: str = "default", overrides: dict | None = None, seed: int = 0, device=None):
+        self.profile_name, self.overrides, self.seed, self.device = profile, dict(overrides or {}), seed, device
+        self.profile = with_overrides(get_profile(profile), **self.overrides)
+        self.models_dir: Path | None = None
+        self.scale: dict | None = None  # per-channel mean and sd of the training stays (model space = z-scores)
+        self._cohort: _Cohort | None = None
+
+    # ---- fitting
+    def fit(self, X, y, models_dir: str | Path | None = None, val_fraction: float = 0.1,
+            backbones=("cond", "uncond"), progress: bool = True) -> "TarDiff":
+        """Train on (X, y): stratified `val_fraction` for early stopping, the rest for training."""
+        from tardiff import pipeline, stays
+
+        X, y = _check_xy(X, y)
+        if not 0.0 < val_fraction < 0.5:
+            raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
+        is_val = stays.stratified_split(y, val_fraction, seed=self.seed)
+        mean = X[~is_val].mean(axis=(0, 1))
+        sd = X[~is_val].std(axis=(0, 1)) + 1e-6
+        self.scale = {"mean": mean, "sd": sd}
+        Z = np.clip((X - mean) / sd, -5, 5).astype(np.float32)
+        self._cohort = _Cohort(TASK, Z[~is_val], y[~is_val], Z[is_val], y[is_val])
+        for split, labels in (("training", self._cohort.y_train), ("validation", self._cohort.y_val)):
+            if len(np.unique(labels)) < 2:
+                raise ValueError(f"the {split} split has one label only; need both 0 and 1 (more stays or another "
+                                 f"val_fraction)")
+        self.models_dir = Path(models_dir) if models_dir else Path("tardiff_models")
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        pipeline.train_guide_classifier(self._cohort, self.profile, self.models_dir, seed=self.seed,
+                                        device=self.device, progress=progress)
+        pipeline.build_references(self._cohort, self.profile, self.models_dir, seed=self.seed, device=self.device,
+                                  progress=progress)
+        if "cond" in backbones:
+            pipeline.train_diffusion_model(self._cohort.X_train, self._cohort.y_train, self.profile,
+                                           self.models_dir / f"cfg_{TASK}.pt", seed=self.seed, device=self.device,
+                                           progress=progress)
+        if "uncond" in backbones:
+            pipeline.train_diffusion_model(self._cohort.X_train, None, self.profile, self.models_dir / "ddpm.pt",
+                                           seed=self.seed, device=self.device, progress=progress)
+        self._write_state(time.perf_counter() - start)
+        return self
+
+    # ---- sampling
+    def sample(self, method: str = "tardiff", n: int | dict | None = None, physical: bool = True,
+               progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(X_syn, y_syn): `n` stays (an int keeps the training label proportions, a dict {label: count} is
+        explicit, None = the training set's counts), in X's units (`physical`) or z-scores."""
+        if self._cohort is None:
+            raise RuntimeError("call fit(X, y) or TarDiff.load(folder) first")
+        name = DEFAULT_VARIANT if method == methods.SELECTED else method
+        methods.get_method(name)  # a clear error for an unknown method
+        sampler = methods.Sampler(self._cohort, self.profile, self.models_dir, seed=self.seed, device=self.device,
+                                  progress=progress, n=n)
+        X, y, _ = sampler.sample(name)
+        if physical:
+            X = X * self.scale["sd"] + self.scale["mean"]
+        return X.astype(np.float32), y
+
+    # ---- persistence
+    def save(self, folder: str | Path) -> Path:
+        """Copy the fitted models and the state `load` needs to `folder`."""
+        import shutil
+
+        folder = Path(folder)
+        if self.models_dir is None:
+            raise RuntimeError("nothing to save: call fit first")
+        if folder.resolve() != self.models_dir.resolve():
+            shutil.copytree(self.models_dir, folder, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*_ckpt"))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device=None) -> "TarDiff":
+        folder = Path(folder)
+        state_file = folder / "tardiff_state.json"
+        if not state_file.exists():
+            raise FileNotFoundError(f"{folder} holds no fitted TarDiff (no tardiff_state.json); fit and save first")
+        state = json.loads(state_file.read_text())
+        model = cls(state["profile"], state["overrides"], state["seed"], device)
+        with np.load(folder / "tardiff_data.npz", allow_pickle=False) as data:
+            model.scale = {"mean": data["mean"], "sd": data["sd"]}
+            model._cohort = _Cohort(TASK, data["X_train"], data["y_train"], data["X_val"], data["y_val"])
+        model.models_dir = folder
+        return model
+
+    def _write_state(self, wall_time_s: float) -> None:
+        c = self._cohort
+        np.savez_compressed(self.models_dir / "tardiff_data.npz", mean=self.scale["mean"], sd=self.scale["sd"],
+                            X_train=c.X_train, y_train=c.y_train, X_val=c.X_val, y_val=c.y_val)
+        (self.models_dir / "tardiff_state.json").write_text(json.dumps(
+            {"profile": self.profile_name, "overrides": to_jsonable(self.overrides), "seed": self.seed}, indent=2))
+        write_manifest(self.models_dir / "manifest.json", config=self.profile, seed=self.seed,
+                       wall_time_s=wall_time_s, overrides=self.overrides, n_train=len(c.y_train), n_val=len(c.y_val))
+
+
+def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y)
+    if X.ndim != 3:
+        raise ValueError(f"X must be (stays, hours, channels), got shape {X.shape}")
+    if y.shape != (len(X),):
+        raise ValueError(f"y must have shape ({len(X)},), got {y.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"X has NaN/inf in {int((~np.isfinite(X)).any(axis=(1, 2)).sum())} stays; impute first")
+    if not set(np.unique(y).tolist()) <= {0, 1}:
+        raise ValueError(f"y must hold 0/1 labels, found {np.unique(y)[:10].tolist()}")
+    return X, y.astype(np.int64)
+
+
+def load_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) from a user's `.npz` (arrays X (N, T, F), y (N,)) or a stays `.npz` (its X_raw, imputed, and
+    y_mortality); errors say what the file is and what is expected."""
+    from tardiff import stays
+
+    path = Path(path)
+    expected = "an .npz with arrays X (N, T, F) and y (N,) of 0/1 labels"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; expected {expected}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError:
+        raise ValueError(f"{path}: holds Python objects (a pickle), which are not read; expected {expected}") from None
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path}: not a readable .npz ({error}); expected {expected}") from None
+    if not hasattr(data, "files"):
+        raise ValueError(f"{path}: a single array (.npy), not an .npz; expected {expected}")
+    with data:
+        keys = set(data.files)
+        if "X_raw" in keys:
+            arrays = stays.load_stays(path)
+            prep = stays.Preprocessor.from_state(arrays)
+            keep = arrays["y_mortality"] >= 0
+            return prep.impute(arrays["X_raw"])[keep], arrays["y_mortality"][keep]
+        if not {"X", "y"} <= keys:
+            raise ValueError(f"{path}: has arrays {sorted(keys)}; expected {expected}")
+        try:
+            X, y = data["X"], data["y"]
+        except ValueError:  # object arrays: reading them would unpickle
+            raise ValueError(f"{path}: X or y holds Python objects (pickled), which are not read; expected "
+                             f"{expected}") from None
+        try:
+            return _check_xy(X, y)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None

@@ -1,0 +1,74 @@
+"""Synthetic data for one's own cohort: the public API and `python -m tardiff generate` on the fixtures."""
+import json
+
+import numpy as np
+import pytest
+
+from tardiff.__main__ import main
+from tardiff.api import TarDiff, load_xy
+
+SMOKE = {"diffusion_train.steps": 20, "ddim_steps": 3}
+
+
+def cohort(n=160, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(np.int64)
+    X = (rng.normal(size=(n, 24, 3)) * [5.0, 10.0, 1.0] + [80.0, 120.0, 37.0] + 3.0 * y[:, None, None]).astype(np.float32)
+    return X, y
+
+
+@pytest.mark.slow
+def test_fit_sample_save_load_round_trip(tmp_path):
+    X, y = cohort()
+    model = TarDiff("smoke", overrides=SMOKE).fit(X, y, models_dir=tmp_path / "m", progress=False)
+    X_syn, y_syn = model.sample("tardiff", n=50, progress=False)
+    assert X_syn.shape == (50, 24, 3) and len(y_syn) == 50
+    assert abs(y_syn.sum() - 50 * y.mean()) <= 1.5  # the training set's label proportions
+    z, _ = model.sample("tardiff", n=50, physical=False, progress=False)  # the same draw, in z-scores
+    assert np.allclose(X_syn, z * model.scale["sd"] + model.scale["mean"],
+                       atol=1e-3)
+    assert np.allclose(model.scale["mean"], X.mean(axis=(0, 1)), rtol=0.05)
+    again = TarDiff.load(model.save(tmp_path / "saved"))
+    X_again, y_again = again.sample("tardiff", n=50, progress=False)
+    assert np.allclose(X_again, X_syn, atol=1e-5) and np.array_equal(y_again, y_syn)
+    z, _ = again.sample("cfg", n={0: 4, 1: 6}, physical=False, progress=False)
+    assert z.shape == (10, 24, 3)
+    with pytest.raises(ValueError, match="registered"):
+        again.sample("tardif")
+
+
+@pytest.mark.slow
+def test_generate_command_on_the_vendored_fixtures(tmp_path, fixture_dir):
+    from tardiff import data
+
+    stays = data.extract(fixture_dir, tmp_path / "data")["set-a"]
+    out = tmp_path / "synth.npz"
+    args = ["generate", "--dataset", str(stays), "--method", "tardiff", "--n", "20", "--out", str(out),
+            "--profile", "smoke", *sum((["--set", f"{k}={v}"] for k, v in SMOKE.items()), [])]
+    assert main(args) == 0
+    with np.load(out) as synth:
+        assert synth["X"].shape == (20, 24, 8) and len(synth["y"]) == 20
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["stays"] == 20 and manifest["config"]["method"] == "tardiff"
+    assert main(args) == 0  # the second run reuses the fitted models
+
+
+def test_own_data_files_get_clear_errors(tmp_path, capsys):
+    np.save(tmp_path / "a.npy", np.zeros((3, 4, 2)))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.savez(tmp_path / "pickled.npz", X=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
+    np.savez(tmp_path / "noy.npz", X=np.zeros((3, 4, 2)))
+    import pickle
+
+    (tmp_path / "real_pickle.npz").write_bytes(pickle.dumps({"X": 1}))
+    for name, message in (("a.npy", "not an .npz"), ("empty.npz", "not a readable .npz"),
+                          ("pickled.npz", "pickle"), ("noy.npz", "expected an .npz with arrays X"),
+                          ("missing.npz", "no such file"), ("real_pickle.npz", "pickle")):
+        with pytest.raises((ValueError, FileNotFoundError), match=message) as error:
+            load_xy(tmp_path / name)
+        assert name in str(error.value) and "allow_pickle" not in str(error.value)
+    assert main(["generate", "--dataset", str(tmp_path / "a.npy"), "--out", str(tmp_path / "o.npz")]) == 2
+    assert "a.npy" in capsys.readouterr().err
+    assert main(["generate", "--dataset", str(tmp_path / "noy.npz"), "--out", str(tmp_path / "o.npz"),
+                 "--n", "0"]) == 2
+    assert "--n" in capsys.readouterr().err
