@@ -100,6 +100,11 @@ class GaussianDiffusion:
              y: torch.Tensor | None = None, clip_x0: float | None = None, guidance_update: str = "pred_x0"):
         """One DDIM step t -> t_prev (-1 = the end) from eps; returns (x_prev, pred_x0), like diffusers.
 
+        Notation (Song et al. 2021, DDIM, eq. 12) -> variable: x_t -> `sample`; ε_θ(x_t, t) -> `model_output`
+        (then `eps`); ᾱ_t, ᾱ_{t-1} -> `ab`, `ab_prev`; x̂0 = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t -> `pred_x0` (eq. 9);
+        σ_t = η √((1−ᾱ_{t-1})/(1−ᾱ_t)) √(1−ᾱ_t/ᾱ_{t-1}) -> `sigma` (eq. 16);
+        x_{t-1} = √ᾱ_{t-1} x̂0 + √(1−ᾱ_{t-1}−σ_t²) ε + σ_t z -> `x_prev` (eq. 12).
+
         guidance_update="pred_x0": guidance shifts pred_x0 and eps is re-derived from it, so the update
         stays a DDIM update. "original": the released TarDiff's rule, the hook's output at pred_x0 added
         to x_{t-1} as (1 - s) x_{t-1} + s (s ∇) with s = guidance_scale (1e-5 there).

@@ -12,7 +12,7 @@ backward gives every sample's pre-activation gradients δ_it; a weight W used at
 step has per-sample gradient Σ_t δ_it a_itᵀ, so ⟨g_i, G⟩ = Σ_t δ_it·(G_W a_it) and
 ‖g_i‖² = Σ_{t,s} (δ_it·δ_is)(a_it·a_is) (the "ghost norm"). Every score_i is then a
 differentiable expression of sample i alone, and one autograd backward of Σ_i score_i
-gives every sample's guidance (see shared/notes/influence-guidance.md).
+gives every sample's guidance (derivation and a map from symbols to functions: docs/influence-guidance.md).
 """
 from __future__ import annotations
 
