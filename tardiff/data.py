@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import hashlib
 import io
 import logging
@@ -99,6 +100,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return cache
 
 
+MAX_OUTCOMES_WITHOUT_STAY = 0.01  # above this fraction of Outcomes rows without a stay file, the archive is bad
+
+
 def find_sets(data_dir: Path) -> dict[str, Path]:
     """Set name -> `set-X.tar.gz` archive or extracted `set-X/` folder (the archive wins), set-a first."""
     found = {}
@@ -166,11 +170,16 @@ def read_members(source: Path) -> list[tuple[str, bytes]]:
         return [(str(p.relative_to(source.parent)), p.read_bytes()) for p in sorted(source.rglob("*.txt"))]
     members = []
     try:
+        # The whole compressed stream first: tarfile stops quietly at the first bad header, so a flipped byte
+        # would otherwise drop every later stay; gzip's CRC check over all of it catches that.
+        with gzip.open(source, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
         with tarfile.open(source, "r:gz") as archive:
             for member in archive:
                 if member.isfile() and member.name.endswith(".txt"):
                     members.append((member.name, archive.extractfile(member).read()))
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+    except (tarfile.TarError, EOFError, zlib.error, OSError, gzip.BadGzipFile) as error:
         raise PhysioNetError(f"{source}: corrupt or truncated archive ({type(error).__name__}: {error}); "
                              f"download it again from {BASE_URL}{source.name}") from error
     return members
@@ -391,6 +400,10 @@ def _match_outcomes(record_id: np.ndarray, keep: np.ndarray, outcomes: pd.DataFr
     no_outcome = keep & ~np.isin(record_id, table.index.to_numpy())
     drops.add("no_outcome", record_id[no_outcome].tolist(), f"stays without a row in {file_name}")
     unmatched = sorted(set(known_ids.tolist()) - set(record_id[record_id >= 0].tolist()))
+    if len(unmatched) > MAX_OUTCOMES_WITHOUT_STAY * max(1, len(known_ids)):
+        raise PhysioNetError(f"{len(unmatched)} of {len(known_ids)} rows of {file_name} have no stay file "
+                             f"(e.g. RecordID {unmatched[:5]}): the stays archive is incomplete or does not "
+                             f"belong to {file_name}; download both again from {BASE_URL}")
     if unmatched:
         log.warning("%d rows of %s have no stay file, e.g. RecordID %s", len(unmatched), file_name,
                     unmatched[:10])
@@ -442,10 +455,11 @@ def extract(data_dir: str | os.PathLike | None, out_dir: str | os.PathLike, hour
         inputs[path.name] = input_checksum(path)
         inputs[outcomes_path(data_dir, name).name] = sha256_file(outcomes_path(data_dir, name))
     outputs = {name: out_dir / f"{name}.npz" for name in sets}
+    _check_output_dir(out_dir, outputs)
     previous = read_manifest(out_dir / "manifest.json")
     if (not force and previous and previous.get("config") == config and previous.get("inputs") == inputs
-            and all(p.exists() for p in outputs.values())):
-        log.info("reusing %s (same inputs and config; --force to redo)", out_dir)
+            and previous.get("output_checksums") == _checksums(outputs)):
+        log.info("reusing %s (same inputs, config and output checksums; --force to redo)", out_dir)
         return outputs
 
     (out_dir / "manifest.json").unlink(missing_ok=True)  # the manifest marks a complete, matching output
@@ -471,9 +485,29 @@ def extract(data_dir: str | os.PathLike | None, out_dir: str | os.PathLike, hour
                    counts={name: r["stays"] for name, r in reports.items()},
                    drops={name: r["drops"] for name, r in reports.items()},
                    out_of_range={name: r["out_of_range"] for name, r in reports.items()},
-                   sets=reports)
+                   sets=reports, output_checksums=_checksums(outputs))
     log.info("wrote %s in %.1f s", ", ".join(str(p) for p in outputs.values()), time.perf_counter() - start)
     return outputs
+
+
+def _checksums(outputs: dict[str, Path]) -> dict[str, str | None]:
+    """sha256 of each output (None when missing): reuse only what is byte-for-byte what was written."""
+    return {name: sha256_file(path) if path.is_file() else None for name, path in outputs.items()}
+
+
+def _check_output_dir(out_dir: Path, outputs: dict[str, Path]) -> None:
+    """Fail before any work when the outputs cannot be written (a file in the way, a read-only folder)."""
+    for parent in (out_dir, *out_dir.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise PhysioNetError(f"--out {out_dir}: {parent} is a file, not a folder")
+            break
+    for path in outputs.values():
+        if path.is_dir():
+            raise PhysioNetError(f"--out {out_dir}: {path} is a folder; remove it or choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(out_dir, os.W_OK):
+        raise PhysioNetError(f"--out {out_dir}: the folder is not writable")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -180,7 +180,9 @@ def save_stays(path: str | os.PathLike, **arrays) -> Path:
     validate_stays(arrays, source=str(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)  # atomic: a failed run leaves the previous good file intact
     return path
 
 

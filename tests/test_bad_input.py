@@ -1,0 +1,76 @@
+"""Bad input a new user would try, built from the vendored fixtures: each is a clear error naming the file or
+option, or a counted drop; a failing run never destroys an earlier good output."""
+import shutil
+
+import numpy as np
+import pytest
+
+from tardiff import data
+
+
+@pytest.fixture
+def archives(tmp_path, fixture_dir):
+    folder = tmp_path / "archives"
+    shutil.copytree(fixture_dir, folder, ignore=shutil.ignore_patterns("*.py"))
+    return folder
+
+
+def flip_byte(path, where=0.5):
+    blob = bytearray(path.read_bytes())
+    blob[int(len(blob) * where)] ^= 0xFF
+    path.write_bytes(bytes(blob))
+
+
+def test_a_flipped_byte_in_an_archive_is_an_error_and_keeps_the_good_output(archives, tmp_path):
+    out = tmp_path / "out"
+    good = data.extract(archives, out)
+    before = {name: path.read_bytes() for name, path in good.items()}
+    flip_byte(archives / "set-a.tar.gz")
+    with pytest.raises(data.PhysioNetError, match="set-a.tar.gz.*download it again"):
+        data.extract(archives, out)
+    assert {name: path.read_bytes() for name, path in good.items()} == before
+
+
+def test_outcomes_rows_without_stays_beyond_a_threshold_are_an_error(archives, tmp_path):
+    import tarfile
+
+    source = archives / "set-a.tar.gz"
+    with tarfile.open(source, "r:gz") as archive:
+        members = [(m, archive.extractfile(m).read() if m.isfile() else None) for m in archive.getmembers()]
+    keep = members[: len(members) // 2]  # half the stay files: a truncated download repacked
+    with tarfile.open(source, "w:gz") as archive:
+        for member, body in keep:
+            import io
+
+            archive.addfile(member, io.BytesIO(body) if body is not None else None)
+    with pytest.raises(data.PhysioNetError, match="Outcomes-a.txt have no stay file"):
+        data.extract(archives, tmp_path / "out")
+
+
+def test_reuse_checks_output_checksums_not_existence(archives, tmp_path):
+    out = tmp_path / "out"
+    written = data.extract(archives, out)
+    whole = written["set-b"].read_bytes()
+    written["set-b"].write_bytes(whole[: len(whole) // 2])  # truncated
+    again = data.extract(archives, out)
+    assert again["set-b"].read_bytes() == whole  # re-extracted, not "reused"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda out: out.write_text("a file"), "is a file"),
+    (lambda out: (out / "set-a.npz").mkdir(parents=True), "is a folder"),
+])
+def test_bad_output_locations_fail_before_any_work(archives, tmp_path, make, message):
+    out = tmp_path / "out"
+    make(out)
+    with pytest.raises(data.PhysioNetError, match=message):
+        data.extract(archives, out)
+
+
+def test_extract_command_logs_one_line_not_a_traceback(archives, tmp_path, caplog):
+    from tardiff.__main__ import main
+
+    flip_byte(archives / "set-b.tar.gz")
+    assert main(["extract", "--data-dir", str(archives), "--out", str(tmp_path / "out")]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "set-b.tar.gz" in errors[0] and "download it again" in errors[0]
