@@ -100,7 +100,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return cache
 
 
-MAX_OUTCOMES_WITHOUT_STAY = 0.01  # above this fraction of Outcomes rows without a stay file, the archive is bad
+MAX_OUTCOMES_WITHOUT_STAY = 0.01  # above this fraction (and 5 rows) of Outcomes rows without a stay: a bad archive
 
 
 def find_sets(data_dir: Path) -> dict[str, Path]:
@@ -400,7 +400,7 @@ def _match_outcomes(record_id: np.ndarray, keep: np.ndarray, outcomes: pd.DataFr
     no_outcome = keep & ~np.isin(record_id, table.index.to_numpy())
     drops.add("no_outcome", record_id[no_outcome].tolist(), f"stays without a row in {file_name}")
     unmatched = sorted(set(known_ids.tolist()) - set(record_id[record_id >= 0].tolist()))
-    if len(unmatched) > MAX_OUTCOMES_WITHOUT_STAY * max(1, len(known_ids)):
+    if len(unmatched) > max(5, MAX_OUTCOMES_WITHOUT_STAY * len(known_ids)):
         raise PhysioNetError(f"{len(unmatched)} of {len(known_ids)} rows of {file_name} have no stay file "
                              f"(e.g. RecordID {unmatched[:5]}): the stays archive is incomplete or does not "
                              f"belong to {file_name}; download both again from {BASE_URL}")
