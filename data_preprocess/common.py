@@ -46,7 +46,13 @@ def read_chunks(path: Path, columns: list[str], chunksize: int,
     """Stream `columns` of a CSV(.gz) in chunks, headers matched case-insensitively, renamed to lower case."""
     if chunksize < 1:
         raise ValueError(f"chunksize must be >= 1, got {chunksize}")
-    header = pd.read_csv(path, nrows=0).columns
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the table is empty (not even a header row); export it again") from None
+    except (EOFError, OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot be read ({type(error).__name__}: {error}); a truncated or corrupt "
+                         f"download? export it again") from None
     actual = {c.lower(): c for c in header}
     missing = [c for c in columns if c not in actual]
     if missing:
@@ -54,8 +60,16 @@ def read_chunks(path: Path, columns: list[str], chunksize: int,
     usecols = [actual[c] for c in columns]
     dtype = {actual[c]: t for c, t in (dtype or {}).items()}
     rename = {actual[c]: c for c in columns}
-    for chunk in pd.read_csv(path, usecols=usecols, dtype=dtype, chunksize=chunksize):
-        yield chunk.rename(columns=rename)
+    rows = 0
+    try:
+        for chunk in pd.read_csv(path, usecols=usecols, dtype=dtype, chunksize=chunksize):
+            rows += len(chunk)
+            yield chunk.rename(columns=rename)
+    except (ValueError, EOFError, OSError, pd.errors.ParserError) as error:
+        # pandas names neither the file nor, for a bad number, the column: say both and where
+        typed = ", ".join(f"{c} ({t})" for c, t in (dtype or {}).items())
+        raise ValueError(f"{path}: unreadable after {rows} data rows ({type(error).__name__}: {error}); "
+                         f"typed columns: {typed or 'none'}") from None
 
 
 def read_table(path: Path, columns: list[str], dtype: dict[str, str] | None = None) -> pd.DataFrame:
@@ -213,4 +227,8 @@ def run_cli(argv, *, prog: str, description: str, database: str, extract) -> Non
     parser.add_argument("--seed", type=int, default=0, help="seed of the 70/10/20 split")
     parser.add_argument("--chunksize", type=int, default=DEFAULT_CHUNKSIZE, help="CSV rows per chunk")
     args = parser.parse_args(argv)
-    extract(args.data_dir, args.out, hours=args.hours, seed=args.seed, chunksize=args.chunksize)
+    try:
+        extract(args.data_dir, args.out, hours=args.hours, seed=args.seed, chunksize=args.chunksize)
+    except (ValueError, KeyError, IndexError, FileNotFoundError, stays.StayFormatError) as error:
+        # one line naming the table and the problem, not a traceback
+        raise SystemExit(f"{prog}: error: {error}") from None

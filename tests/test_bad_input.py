@@ -74,3 +74,30 @@ def test_extract_command_logs_one_line_not_a_traceback(archives, tmp_path, caplo
     assert main(["extract", "--data-dir", str(archives), "--out", str(tmp_path / "out")]) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "set-b.tar.gz" in errors[0] and "download it again" in errors[0]
+
+
+def test_extractor_tables_empty_truncated_or_with_text_in_numbers_name_the_file(tmp_path):
+    import gzip
+
+    from data_preprocess.common import read_table
+
+    empty = tmp_path / "EMPTY.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="EMPTY.csv: the table is empty"):
+        read_table(empty, ["a"])
+    truncated = tmp_path / "CUT.csv.gz"
+    truncated.write_bytes(gzip.compress(b"a,b\n" + b"1,2\n" * 5000)[:-40])
+    with pytest.raises(ValueError, match="CUT.csv.gz"):
+        read_table(truncated, ["a", "b"])
+    text = tmp_path / "TEXT.csv"
+    text.write_text("icustay_id,valuenum\n1,2.5\n2,abc\n")
+    with pytest.raises(ValueError, match=r"TEXT.csv.*valuenum \(float64\)"):
+        read_table(text, ["icustay_id", "valuenum"], dtype={"valuenum": "float64"})
+
+
+def test_extractor_command_line_exits_with_one_line(tmp_path):
+    from data_preprocess import mimic3
+
+    with pytest.raises(SystemExit) as error:
+        mimic3.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o.npz")])
+    assert "mimic3" in str(error.value) and "Traceback" not in str(error.value)
