@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from tardiff.classifier import RNNClassifier

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tardiff.utils import get_device
+from tardiff.utils import get_device, save_model
 
 
 @dataclass
@@ -222,11 +222,7 @@ def train_classifier(X_train, y_train, X_val, y_val, config: ClassifierConfig = 
 
 def save_classifier(model: RNNClassifier, path, **extra) -> Path:
     """Config + weights + whatever the caller wants to remember (metrics, split, seed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": asdict(model.config), "n_features": model.n_features,
-                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "extra": extra}, path)
-    return path
+    return save_model(path, model, "config", **extra)
 
 
 def load_classifier(path, device=None, with_extra: bool = False):

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from tardiff.unet1d import UNet1D, UNetConfig
-from tardiff.utils import get_device
+from tardiff.utils import get_device, save_model
 
 Guidance = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -273,11 +273,7 @@ def _jsonish(value):
 
 def save_diffusion(model: UNet1D, path, **extra) -> Path:
     """UNet config + weights + extras (e.g. diffusion=asdict(DiffusionConfig), profile, seed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"unet_config": asdict(model.config), "n_features": model.n_features,
-                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "extra": extra}, path)
-    return path
+    return save_model(path, model, "unet_config", **extra)
 
 
 def load_diffusion(path, device=None, with_extra: bool = False):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,7 +442,7 @@ def ablation_table(tstr: pd.DataFrame, paired: pd.DataFrame, diagnostics: pd.Dat
                 if len(paired) else paired
             row[f"d_{metric}"] = f"{d['diff'].iloc[0]:+.3f} [{d['ci_low'].iloc[0]:+.3f}, {d['ci_high'].iloc[0]:+.3f}]" \
                 if len(d) else ""
-            row[f"vs"] = d["baseline"].iloc[0] if len(d) else ""
+            row["vs"] = d["baseline"].iloc[0] if len(d) else ""
         diag = diagnostics[diagnostics["method"] == name]
         row["f_theta_agreement"] = float(diag["f_theta_auroc_vs_labels"].iloc[0]) if len(diag) else np.nan
         row["influence_mean"] = float(diag["influence_mean"].iloc[0]) if len(diag) else np.nan

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from tardiff.stays import CHANNELS, UNITS
+from tardiff.stays import UNITS
 
 METHOD_COLORS = {
     "real": "#333333",

@@ -101,3 +101,17 @@ def read_manifest(path: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
+
+
+def save_model(path: str | os.PathLike, model, config_key: str, **extra) -> Path:
+    """Config (under `config_key`) + n_features + weights + extras, written atomically: a failed save
+    leaves the previous checkpoint intact. Shared by the classifier and the diffusion model."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({config_key: asdict(model.config), "n_features": model.n_features,
+                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "extra": extra}, tmp)
+    os.replace(tmp, path)
+    return path

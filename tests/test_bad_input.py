@@ -2,7 +2,6 @@
 option, or a counted drop; a failing run never destroys an earlier good output."""
 import shutil
 
-import numpy as np
 import pytest
 
 from tardiff import data
