@@ -80,6 +80,13 @@ def test_smoke_reproduction_end_to_end(tmp_path):
     for table in ("fidelity.csv", "privacy.csv", "ablation.md", "tstr.md", "tstr_cnn.md", "tsrtr.md"):
         assert (outputs / "tables" / table).stat().st_size > 0
     assert len(list(figures.glob("*.png"))) >= 6
+    from tardiff.reproduce import publish
+
+    published = publish(outputs, tmp_path / "results", "smoke")
+    manifest = json.loads((published / "manifest.json").read_text())
+    assert len(manifest["commit"]) == 40 and manifest["steps"]["05_evaluation"]["wall_time_s"] > 0
+    assert (published / "tstr.csv").read_bytes() == (outputs / "tables" / "tstr.csv").read_bytes()
+    assert len(list((published / "notebooks").glob("*.ipynb"))) == len(NOTEBOOKS)
     again = reproduce("smoke", data_dir=str(_smoke_data_dir()), outputs=str(outputs), figures=str(figures),
                       device="auto")
     assert all(step["skipped"] for step in again.values()), "unchanged inputs must be skipped"
