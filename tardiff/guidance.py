@@ -607,4 +607,6 @@ def scheduled(hook: Hook, t_max: int) -> Hook:
             return torch.zeros_like(pred_x0)
         return hook(x_t, t, pred_x0, y)
 
+    if hasattr(hook, "reference_rms"):
+        gated.reference_rms = hook.reference_rms
     return gated

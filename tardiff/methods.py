@@ -91,6 +91,9 @@ def get_method(name: str) -> Method:
 
 
 def scale_of(method: Method, profile) -> float:
+    """The guidance scale the method samples with (0 for a method without a guidance step)."""
+    if method.guidance is None:
+        return 0.0
     return float(getattr(profile, method.scale) if isinstance(method.scale, str) else method.scale)
 
 
