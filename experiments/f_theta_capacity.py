@@ -31,14 +31,16 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--tasks", nargs="+", default=["mortality", "long_stay"])
+    parser.add_argument("--profile", default="default", help="the profile the batch ran with")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     outputs = Path(args.outputs)
-    profile = get_profile("default")
+    profile = get_profile(args.profile)
     big = with_overrides(profile, **{"guide_classifier.hidden": args.hidden, "guide_classifier.layers": args.layers})
     models = outputs / f"models_f_theta_{args.hidden}x{args.layers}"
+    small = f"{profile.guide_classifier.hidden}x{profile.guide_classifier.layers}"
     models.mkdir(parents=True, exist_ok=True)
     rows = []
     for task in args.tasks:
@@ -51,13 +53,13 @@ def main(argv=None) -> None:
         X_big, y_big, info = methods.Sampler(real, big, models, seed=args.seed, device=args.device).sample(
             "tardiff_train_g")
         sets = {"cfg": pipeline.load_synthetic(outputs / "synthetic" / task / "cfg.npz"),
-                "tardiff_train_g (f_θ 32x1)": pipeline.load_synthetic(outputs / "synthetic" / task / "tardiff_train_g.npz"),
+                f"tardiff_train_g (f_θ {small})": pipeline.load_synthetic(outputs / "synthetic" / task / "tardiff_train_g.npz"),
                 f"tardiff_train_g (f_θ {args.hidden}x{args.layers})": (X_big, y_big)}
         config = evaluate.EvalConfig.from_profile(profile, seed=args.seed, device=args.device)
         splits = evaluate.as_real_splits(real)
         fits = {name: evaluate.fit_downstream(X, y, splits, config) for name, (X, y) in sets.items()}
         test = {name: evaluate.predict_seeds(m, real.X_test, config) for name, m in fits.items()}
-        guides = {"32x1": load_classifier(outputs / "models" / f"classifier_{task}.pt"),
+        guides = {small: load_classifier(outputs / "models" / f"classifier_{task}.pt"),
                   f"{args.hidden}x{args.layers}": load_classifier(models / f"classifier_{task}.pt")}
         for name, (X, y) in sets.items():
             val = evaluate.utility(real.y_val, evaluate.predict_seeds(fits[name], real.X_val, config), config)
