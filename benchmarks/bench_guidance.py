@@ -197,7 +197,7 @@ def measure_variants(classifier, G, X_train, y_train, x, y, profile, args, devic
     dot = pair_influence_guidance([(classifier, G)], "dot")
     out["dot_s"], fast = timed(lambda: dot(None, None, x, y), device, args.repeat)
     n_loop = min(args.loop_samples or 32, B)
-    t_loop, slow = timed(lambda: dot_loop(x[:n_loop], _targets(y[:n_loop], x)), device, 0)
+    t_loop, slow = timed(lambda: dot_loop(x[:n_loop], _targets(y[:n_loop], x[:n_loop])), device, 0)
     out["dot_loop_s"] = t_loop * B / n_loop
     out["dot_speedup_vs_loop"] = out["dot_loop_s"] / out["dot_s"]
     out["dot_max_rel_err_vs_loop"] = rel_err(fast[:n_loop], slow)
