@@ -53,6 +53,7 @@ if dataset:
     sources = {Path(dataset).stem: Path(dataset)}
 else:
     sources = data.extract(data.resolve_data_dir(data_dir or None), data_out, seed=seed)
+    pipeline.dataset_files(data_out)  # fails here, naming what is missing, not in notebook 02
     print((data_out / "manifest.json").read_text()[:3000])
 
 # %% [markdown]

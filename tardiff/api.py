@@ -164,29 +164,15 @@ def load_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     expected = "an .npz with arrays X (N, T, F) and y (N,) of 0/1 labels"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file; expected {expected}")
+    data = stays.read_npz(path, expected)
+    if "X_raw" in data:
+        arrays = stays.load_stays(path)
+        prep = stays.Preprocessor.from_state(arrays)
+        keep = arrays["y_mortality"] >= 0
+        return prep.impute(arrays["X_raw"])[keep], arrays["y_mortality"][keep]
+    if not {"X", "y"} <= set(data):
+        raise ValueError(f"{path}: has arrays {sorted(data)}; expected {expected}")
     try:
-        data = np.load(path, allow_pickle=False)
-    except ValueError:
-        raise ValueError(f"{path}: holds Python objects (a pickle), which are not read; expected {expected}") from None
-    except (OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable .npz ({error}); expected {expected}") from None
-    if not hasattr(data, "files"):
-        raise ValueError(f"{path}: a single array (.npy), not an .npz; expected {expected}")
-    with data:
-        keys = set(data.files)
-        if "X_raw" in keys:
-            arrays = stays.load_stays(path)
-            prep = stays.Preprocessor.from_state(arrays)
-            keep = arrays["y_mortality"] >= 0
-            return prep.impute(arrays["X_raw"])[keep], arrays["y_mortality"][keep]
-        if not {"X", "y"} <= keys:
-            raise ValueError(f"{path}: has arrays {sorted(keys)}; expected {expected}")
-        try:
-            X, y = data["X"], data["y"]
-        except ValueError:  # object arrays: reading them would unpickle
-            raise ValueError(f"{path}: X or y holds Python objects (pickled), which are not read; expected "
-                             f"{expected}") from None
-        try:
-            return _check_xy(X, y)
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+        return _check_xy(data["X"], data["y"])
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None

@@ -470,6 +470,11 @@ def extract(data_dir: str | os.PathLike | None, out_dir: str | os.PathLike, hour
 
     train_set = arrays[TRAIN_SET]
     is_val = stays.stratified_split(train_set["y_mortality"], val_fraction, seed)
+    y_val = train_set["y_mortality"][is_val]
+    if len(np.unique(y_val)) < 2 or (~is_val).sum() == 0:
+        raise PhysioNetError(f"--val-fraction {val_fraction} gives {int(is_val.sum())} validation stays "
+                             f"({int((y_val == 1).sum())} deaths) of {TRAIN_SET}'s {len(is_val)}: model selection "
+                             f"needs both outcomes there and training stays left; use e.g. 0.1")
     for name, arr in arrays.items():
         arr["split"] = (np.where(is_val, "val", "train") if name == TRAIN_SET
                         else np.full(len(arr["record_id"]), "test")).astype("<U5")

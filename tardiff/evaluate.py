@@ -440,8 +440,11 @@ def write_tables(df: pd.DataFrame, out_dir, name: str) -> tuple[Path, Path]:
     is_utility = set(UTILITY_COLUMNS) <= set(df.columns)
     if is_utility:
         df = _ordered(df, TSRTR_COLUMNS if "alpha" in df.columns else TSTR_COLUMNS)
-    df.to_csv(csv_path, index=False)
-    md_path.write_text(_markdown(paper_layout(df) if is_utility else df))
+    for path, write in ((csv_path, lambda p: df.to_csv(p, index=False)),
+                        (md_path, lambda p: p.write_text(_markdown(paper_layout(df) if is_utility else df)))):
+        tmp = path.with_name(path.name + ".tmp")
+        write(tmp)
+        tmp.replace(path)  # atomic: a failure never leaves a half-written table
     return csv_path, md_path
 
 

@@ -55,6 +55,10 @@ def dataset_files(dataset: str | Path) -> list[Path]:
     if dataset.is_dir():
         files = [dataset / "set-a.npz", dataset / "set-b.npz"]
         missing = [str(f) for f in files if not f.exists()]
+        if missing == [str(files[1])]:  # extraction ran, but the archives had no test set
+            raise FileNotFoundError(f"dataset folder {dataset} has set-a.npz but no set-b.npz: the PhysioNet "
+                                    f"folder extracted by notebook 01 lacks set-b.tar.gz (the test set); put "
+                                    f"set-b.tar.gz and Outcomes-b.txt beside set-a.tar.gz and rerun notebook 01")
         if missing:
             raise FileNotFoundError(f"dataset folder {dataset} lacks {missing}: run notebook 01 "
                                     f"(`python -m tardiff extract --out {dataset}`) first")
@@ -68,10 +72,8 @@ def dataset_files(dataset: str | Path) -> list[Path]:
 def tasks_for(dataset: str | Path, requested: tuple) -> tuple:
     """A user's own (X, y) file has one task, `label`; stays files have mortality and long stay."""
     files = dataset_files(dataset)
-    if len(files) == 1:
-        with np.load(files[0], allow_pickle=False) as data:
-            if "X_raw" not in data.files:
-                return (USER_TASK,)
+    if len(files) == 1 and "X_raw" not in stays.read_npz(files[0]):
+        return (USER_TASK,)
     return tuple(requested)
 
 
@@ -122,17 +124,16 @@ def _labels(arrays: dict, task: str, source: Path) -> np.ndarray:
 
 def _load_single(path: Path):
     """A stays `.npz` (data_preprocess/) or a user's own `.npz` with X (N, T, F) and y (N,)."""
-    with np.load(path, allow_pickle=False) as data:
-        keys = set(data.files)
+    data = stays.read_npz(path)
+    keys = set(data)
     if "X_raw" in keys:
         arrays = stays.load_stays(path)
         return arrays, stays.Preprocessor.from_state(arrays) if "prep_mean" in arrays else None, \
             tuple(arrays["channels"])
-    with np.load(path, allow_pickle=False) as data:
-        if not {"X", "y"} <= keys:
-            raise stays.StayFormatError(f"{path}: a user dataset needs arrays `X` (N, T, F) and `y` (N,) "
-                                        f"of 0/1 labels; found {sorted(keys)}")
-        X, y = np.asarray(data["X"], dtype=np.float32), np.asarray(data["y"])
+    if not {"X", "y"} <= keys:
+        raise stays.StayFormatError(f"{path}: a user dataset needs arrays `X` (N, T, F) and `y` (N,) "
+                                    f"of 0/1 labels; found {sorted(keys)}")
+    X, y = np.asarray(data["X"], dtype=np.float32), np.asarray(data["y"])
     if X.ndim != 3:
         raise stays.StayFormatError(f"{path}: X must be (N, T, F), got shape {X.shape}")
     if y.shape != (len(X),):
@@ -161,9 +162,7 @@ def describe(sources: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict
     """
     overview, per_channel, loaded = [], [], {}
     for name, path in sources.items():
-        with np.load(path, allow_pickle=False) as data:
-            is_stays = "X_raw" in data.files
-        if is_stays:
+        if "X_raw" in stays.read_npz(path):
             loaded[name] = arrays = stays.load_stays(path)
             overview.append(stays.cohort_overview(arrays, name))
             per_channel.append(stays.cohort_summary(arrays, name))
@@ -199,8 +198,8 @@ def save_synthetic(path: Path, X: np.ndarray, y: np.ndarray, **meta) -> Path:
 def load_synthetic(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise FileNotFoundError(f"synthetic set not found: {path}; run notebook 04 first")
-    with np.load(path, allow_pickle=False) as data:
-        return data["X"], data["y"]
+    data = stays.read_npz(path, expected="a synthetic set (X, y) written by notebook 04")
+    return data["X"], data["y"]
 
 
 # ---- steps --------------------------------------------------------------------------------------

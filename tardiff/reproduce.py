@@ -87,6 +87,10 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
             report[name] = {"skipped": True, "wall_time_s": manifest.get("wall_time_s")}
         else:
             print(f"[reproduce] {name}: running ({profile} profile)", flush=True)
+            # This step and every later one are "done" again only when they finish: a failure here must not
+            # leave a later step looking current over artifacts made from the old ones.
+            for later in NOTEBOOKS[NOTEBOOKS.index(name):]:
+                (out_dir / f"{later}.json").unlink(missing_ok=True)
             start = time.perf_counter()
             execute(name, parameters, out_dir, notebooks_dir)
             wall = time.perf_counter() - start

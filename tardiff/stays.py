@@ -8,6 +8,7 @@ arrays all end up as the same `.npz`, checked by `load_stays`.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,6 +168,33 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> np.ndarra
         n_val = int(round(val_fraction * len(rows)))
         is_val[rng.choice(rows, size=n_val, replace=False)] = True
     return is_val
+
+
+NPZ_EXPECTED = "an .npz with arrays X (N, T, F) and y (N,) of 0/1 labels, or a stays .npz"
+
+
+def read_npz(path: str | os.PathLike, expected: str = NPZ_EXPECTED) -> dict[str, np.ndarray]:
+    """Every array of an `.npz`, with a one-line error naming the file when it is missing, a `.npy`, empty or
+    truncated, or holds Python objects (never unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StayFormatError(f"{path}: no such file; expected {expected}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError:  # a pickle: numpy's own message would suggest loading it unsafely
+        raise StayFormatError(f"{path}: holds pickled Python objects, which are not read; expected {expected}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise StayFormatError(f"{path}: not a readable .npz ({error}); expected {expected}") from None
+    if not hasattr(data, "files"):
+        raise StayFormatError(f"{path}: a single array (.npy), not an .npz; expected {expected}")
+    try:
+        with data:
+            return {key: data[key] for key in data.files}
+    except ValueError:
+        raise StayFormatError(f"{path}: an array holds Python objects (pickled), which are not read; expected "
+                              f"{expected}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise StayFormatError(f"{path}: truncated or corrupt .npz ({error}); expected {expected}") from None
 
 
 def long_stay_label(length_of_stay_days: np.ndarray) -> np.ndarray:

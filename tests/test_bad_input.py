@@ -2,6 +2,7 @@
 option, or a counted drop; a failing run never destroys an earlier good output."""
 import shutil
 
+import numpy as np
 import pytest
 
 from tardiff import data
@@ -100,3 +101,39 @@ def test_extractor_command_line_exits_with_one_line(tmp_path):
     with pytest.raises(SystemExit) as error:
         mimic3.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o.npz")])
     assert "mimic3" in str(error.value) and "Traceback" not in str(error.value)
+
+
+def test_a_data_folder_with_set_a_only_says_set_b_is_missing(archives, tmp_path):
+    from tardiff import pipeline
+    from tardiff.config import get_profile
+
+    (archives / "set-b.tar.gz").unlink()
+    (archives / "Outcomes-b.txt").unlink()
+    data.extract(archives, tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match="no set-b.npz.*lacks set-b.tar.gz"):
+        pipeline.load_real(tmp_path / "data", "mortality", get_profile("smoke"))
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("a.npy", lambda p: np.save(p, np.zeros((3, 4, 2))), "not an .npz"),
+    ("empty.npz", lambda p: p.write_bytes(b""), "not a readable .npz"),
+    ("cut.npz", lambda p: (np.savez(p, X=np.zeros((50, 24, 8)), y=np.zeros(50)),
+                           p.write_bytes(p.read_bytes()[:-300])), "npz"),
+    ("pickled.npz", lambda p: np.savez(p, X=np.array([{"a": 1}], dtype=object), y=np.zeros(1)), "pickled"),
+])
+def test_own_dataset_files_for_the_batch_get_one_line_errors(tmp_path, name, make, message):
+    from tardiff import pipeline, stays
+    from tardiff.config import get_profile
+
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(stays.StayFormatError, match=message) as error:
+        pipeline.load_real(path, "label", get_profile("smoke"))
+    assert name in str(error.value) and "allow_pickle" not in str(error.value)
+
+
+@pytest.mark.parametrize("fraction", [0.001, 0.999])
+def test_a_validation_fraction_without_both_outcomes_or_training_stays_names_the_option(archives, tmp_path,
+                                                                                         fraction):
+    with pytest.raises(data.PhysioNetError, match="--val-fraction"):
+        data.extract(archives, tmp_path / "out", val_fraction=fraction)

@@ -110,3 +110,24 @@ def test_set_overrides_are_type_checked_and_recorded(tmp_path):
                        figures=str(tmp_path / "fig"), only=("01_extraction",), overrides={"n_seeds": "4"})
     manifest = json.loads((tmp_path / "out" / "notebooks" / "01_extraction.json").read_text())
     assert manifest["config"]["overrides"] == {"n_seeds": "4"} and not report["01_extraction"]["skipped"]
+
+
+def test_a_failing_step_invalidates_itself_and_every_later_step(tmp_path, monkeypatch):
+    """After a failure, no step at or after it may be skipped as "unchanged" on the next run."""
+    import tardiff.reproduce as rp
+
+    out = tmp_path / "out" / "notebooks"
+    out.mkdir(parents=True)
+    for name in NOTEBOOKS:  # a previous complete run
+        (out / f"{name}.json").write_text(json.dumps({"key": "old"}))
+        (out / f"{name}.ipynb").write_text("{}")
+
+    def fail_at_03(name, parameters, out_dir, notebooks_dir):
+        if name == "03_train_diffusion":
+            raise rp.NotebookFailed("03 failed")
+
+    monkeypatch.setattr(rp, "execute", fail_at_03)
+    with pytest.raises(rp.NotebookFailed):
+        rp.reproduce("smoke", outputs=str(tmp_path / "out"), figures=str(tmp_path / "fig"), force=True)
+    assert (out / "01_extraction.json").exists() and (out / "02_train_classifier.json").exists()
+    assert not any((out / f"{name}.json").exists() for name in NOTEBOOKS[2:])
