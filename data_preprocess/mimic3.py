@@ -75,10 +75,14 @@ def load_cohort(icustays: Path, admissions: Path, hours: int) -> tuple[pd.DataFr
     return cohort, excluded
 
 
-def _stay_hour(chunk: pd.DataFrame, stay_index: pd.Index, intime_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row -> (index into the cohort or -1, floor hours since ICU intime)."""
+def _stay_hour(chunk: pd.DataFrame, stay_index: pd.Index, intime_ns: np.ndarray,
+               counts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Row -> (index into the cohort or -1, floor hours since ICU intime); rows of cohort stays whose
+    charttime does not parse are dropped and counted in `counts["rows_unparseable_charttime"]`."""
     stay_idx = stay_index.get_indexer(chunk["icustay_id"])
     t = to_ns(chunk["charttime"])
+    unparseable = (t == NAT) & (stay_idx >= 0)
+    counts["rows_unparseable_charttime"] = counts.get("rows_unparseable_charttime", 0) + int(unparseable.sum())
     stay_idx[t == NAT] = -1
     hour = np.where(stay_idx >= 0, (t - intime_ns[np.maximum(stay_idx, 0)]) // NS_PER_HOUR, -1)
     return stay_idx, hour
@@ -88,7 +92,7 @@ def read_chartevents(path: Path, cohort: pd.DataFrame, collector: HourlyCollecto
     """Stream CHARTEVENTS into `collector`; returns row counts (read, matching items, error-flagged)."""
     items, item_channel, item_fallback, item_fahrenheit = _chart_lookup()
     stay_index, intime_ns = pd.Index(cohort["icustay_id"]), cohort["intime_ns"].to_numpy()
-    counts = {"rows_read": 0, "rows_item_match": 0, "rows_error_flagged": 0}
+    counts = {"rows_read": 0, "rows_item_match": 0, "rows_error_flagged": 0, "rows_unparseable_charttime": 0}
     dtype = {"icustay_id": "float64", "itemid": "int64", "valuenum": "float64", "error": "float64"}
     columns = ["icustay_id", "itemid", "charttime", "valuenum", "error"]
     for chunk in read_chunks(path, columns, chunksize, dtype):
@@ -101,7 +105,7 @@ def read_chartevents(path: Path, cohort: pd.DataFrame, collector: HourlyCollecto
         k = items.get_indexer(chunk["itemid"])  # (n,) position in the item table
         values = chunk["valuenum"].to_numpy(dtype=np.float64)
         values = np.where(item_fahrenheit[k], (values - 32.0) * 5.0 / 9.0, values)
-        stay_idx, hour = _stay_hour(chunk, stay_index, intime_ns)
+        stay_idx, hour = _stay_hour(chunk, stay_index, intime_ns, counts)
         collector.add(stay_idx, hour, item_channel[k], values, fallback=item_fallback[k])
     return counts
 
@@ -110,7 +114,7 @@ def read_outputevents(path: Path, cohort: pd.DataFrame, collector: HourlyCollect
     """Stream OUTPUTEVENTS urine volumes into `collector`; returns row counts."""
     urine = np.array(sorted({i for ids in URINE_ITEMS.values() for i in ids}))
     stay_index, intime_ns = pd.Index(cohort["icustay_id"]), cohort["intime_ns"].to_numpy()
-    counts = {"rows_read": 0, "rows_item_match": 0, "rows_error_flagged": 0}
+    counts = {"rows_read": 0, "rows_item_match": 0, "rows_error_flagged": 0, "rows_unparseable_charttime": 0}
     dtype = {"icustay_id": "float64", "itemid": "int64", "value": "float64", "iserror": "float64"}
     columns = ["icustay_id", "itemid", "charttime", "value", "iserror"]
     urine_idx = stays.channel_index("Urine")
@@ -122,7 +126,7 @@ def read_outputevents(path: Path, cohort: pd.DataFrame, collector: HourlyCollect
         counts["rows_error_flagged"] += int(error.sum())
         chunk = chunk[~error]
         signs = np.where(chunk["itemid"].isin(URINE_NEGATIVE_ITEMS), -1.0, 1.0)
-        stay_idx, hour = _stay_hour(chunk, stay_index, intime_ns)
+        stay_idx, hour = _stay_hour(chunk, stay_index, intime_ns, counts)
         collector.add(stay_idx, hour, np.full(len(chunk), urine_idx), chunk["value"].to_numpy(np.float64),
                       signs=signs)
     return counts

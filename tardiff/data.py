@@ -259,8 +259,12 @@ def _read_rows(bodies: list[bytes]) -> pd.DataFrame:
 
 
 def _minutes(hhmm: str) -> float:
+    """hh:mm -> minutes; NaN (dropped and counted as bad_time) for anything else, a minute field of 60 or more
+    included (it would otherwise be read silently as the next hour)."""
     match = _TIME_RE.match(str(hhmm).strip())
-    return float(int(match.group(1)) * 60 + int(match.group(2))) if match else np.nan
+    if not match or int(match.group(2)) >= 60:
+        return np.nan
+    return float(int(match.group(1)) * 60 + int(match.group(2)))
 
 
 def read_outcomes(path: Path) -> pd.DataFrame:
@@ -322,7 +326,10 @@ def extract_set(source: Path, outcomes_file: Path, hours: int = 24,
                              f"(dropped: {dict(drops.counts)})")
     new_index = np.full(len(names), -1)
     new_index[kept] = np.arange(len(kept))
-    X_raw, out_of_range = _hourly(new_index[stay], codes, categories, minutes, value, len(kept), hours)
+    X_raw, out_of_range, row_counts = _hourly(new_index[stay], codes, categories, minutes, value, len(kept), hours)
+    if row_counts["rows_with_padded_or_quoted_channel_name"]:
+        log.warning("%s: %d rows name a channel with quotes or padding and were not used",
+                    set_name, row_counts["rows_with_padded_or_quoted_channel_name"])
 
     rid = record_id[kept]
     arrays = {
@@ -343,6 +350,7 @@ def extract_set(source: Path, outcomes_file: Path, hours: int = 24,
         "long_stay_unknown": int((arrays["y_long_stay"] < 0).sum()),
         "stays_without_observation": int((~arrays["mask"].any(axis=(1, 2))).sum()),
         "outcomes_without_stay": {"count": len(unmatched), "examples": unmatched[:50]},
+        **row_counts,
         "outcome_rows_without_record_id": int(outcomes["RecordID"].isna().sum()),
         "drops": drops.report(),
         "out_of_range": out_of_range,
@@ -419,7 +427,14 @@ def _hourly(stay: np.ndarray, codes: np.ndarray, categories: list[str], minutes:
     """
     slot_of_code = np.array([_SOURCES.index(c) if c in _SOURCES else -1 for c in categories] + [-1])
     slot = slot_of_code[codes]
-    rows = (slot >= 0) & (stay >= 0) & (minutes >= 0) & (minutes < hours * 60) & ~np.isnan(value)
+    used = (slot >= 0) & (stay >= 0) & ~np.isnan(value) & ~np.isnan(minutes)
+    rows = used & (minutes < hours * 60)
+    # Not errors, but counted: channel rows recorded after the window, and names that are a channel's once
+    # quotes and spaces are stripped (a reformatted file) but so do not match.
+    counts = {"rows_after_window": int((used & (minutes >= hours * 60)).sum())}
+    near = np.array([c not in _SOURCES and str(c).strip().strip('"\'').strip() in _SOURCES for c in categories]
+                    + [False])
+    counts["rows_with_padded_or_quoted_channel_name"] = int(near[codes].sum())
     slot, value, stay, hour = slot[rows], value[rows], stay[rows], (minutes[rows] // 60).astype(np.int64)
     invalid = stays.out_of_range(value, _SLOT_CHANNEL[slot])  # -1 "not measured" included
     out_of_range = {_SOURCES[s]: int(n) for s, n in zip(*np.unique(slot[invalid], return_counts=True))}
@@ -427,7 +442,7 @@ def _hourly(stay: np.ndarray, codes: np.ndarray, categories: list[str], minutes:
     primary = slot < _N_PRIMARY
     binned = [stays.bin_hourly(stay[m], hour[m], _SLOT_CHANNEL[slot[m]], value[m], n_stays, hours)
               for m in (primary, ~primary)]
-    return stays.prefer(*binned).astype(np.float32), out_of_range  # fallback is NaN outside BP channels
+    return stays.prefer(*binned).astype(np.float32), out_of_range, counts  # fallback: NaN outside BP
 
 
 # ---------------------------------------------------------------------------------------------

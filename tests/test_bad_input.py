@@ -137,3 +137,19 @@ def test_a_validation_fraction_without_both_outcomes_or_training_stays_names_the
                                                                                          fraction):
     with pytest.raises(data.PhysioNetError, match="--val-fraction"):
         data.extract(archives, tmp_path / "out", val_fraction=fraction)
+
+
+def test_impossible_minutes_late_rows_and_quoted_names_are_counted(tmp_path):
+    folder = tmp_path / "set-a"
+    folder.mkdir()
+    rows = ["Time,Parameter,Value", "00:00,RecordID,1", "00:30,HR,80", "00:75,HR,90", "30:00,HR,70",
+            '01:00,"HR",85', "01:10, HR ,86"]
+    (folder / "1.txt").write_text("\n".join(rows) + "\n")
+    (tmp_path / "Outcomes-a.txt").write_text(
+        "RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death\n1,1,1,5,-1,0\n")
+    arrays, report = data.extract_set(folder, tmp_path / "Outcomes-a.txt", hours=24)
+    assert report["drops"]["bad_time"]["count"] == 1            # 00:75 is not read as 01:15
+    assert report["rows_after_window"] == 1                      # 30:00 with a 24 h window
+    assert report["rows_with_padded_or_quoted_channel_name"] == 2
+    hr = arrays["X_raw"][0, :, 0]
+    assert hr[0] == 80 and np.isnan(hr[1])                       # nothing landed in hour 1

@@ -67,6 +67,7 @@ def write_mimic3(folder: Path) -> Path:
          "DISCHTIME": "2150-03-05 00:00:00", "HOSPITAL_EXPIRE_FLAG": 0, "HAS_CHARTEVENTS_DATA": 1}])
     _write(folder / "CHARTEVENTS.csv", CHARTEVENTS_COLS, [
         _chart(1001, 211, "2150-01-01 10:00:00", 200),     # before intime: ignored
+        _chart(1001, 211, "not a time", 95),               # unparseable charttime: dropped and counted
         _chart(1001, 211, "2150-01-01 10:45:00", 80),      # hour 0 HR mean 85
         _chart(1001, 211, "2150-01-01 11:15:00", 90),
         _chart(1001, 51, "2150-01-01 11:00:00", 120),      # hour 0 SBP: arterial 120 beats cuff 100
@@ -174,6 +175,7 @@ def test_mimic3_urine_summed_per_hour_with_irrigant_negative(mimic_fixture):
 def test_mimic3_error_rows_dropped_and_counted(mimic_fixture):
     _, _, _, manifest = mimic_fixture
     assert manifest["counts"]["chartevents"]["rows_error_flagged"] == 1
+    assert manifest["counts"]["chartevents"]["rows_unparseable_charttime"] == 1
     assert manifest["counts"]["outputevents"]["rows_error_flagged"] == 1
 
 
