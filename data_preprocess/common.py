@@ -77,6 +77,19 @@ def read_table(path: Path, columns: list[str], dtype: dict[str, str] | None = No
     return pd.concat(list(read_chunks(path, columns, chunksize=10**7, dtype=dtype)), ignore_index=True)
 
 
+def check_cohort(cohort: pd.DataFrame, table: Path, id_column: str, excluded: dict, label: str) -> pd.DataFrame:
+    """A stay table must name each stay once and leave some stays: a clear error naming the table otherwise."""
+    ids = cohort[id_column]
+    duplicated = ids[ids.duplicated()]
+    if len(duplicated):
+        raise ValueError(f"{Path(table).name}: {id_column} {int(duplicated.iloc[0])} appears more than once "
+                         f"({duplicated.nunique()} ids repeated); each stay must be one row")
+    if cohort.empty:
+        raise ValueError(f"{Path(table).name}: no stay left to extract; excluded {excluded} (the {label} must be "
+                         f"known, times parseable and the stay long enough)")
+    return cohort
+
+
 def to_ns(times: pd.Series) -> np.ndarray:
     """Timestamps as int64 nanoseconds; unparseable or empty -> NaT sentinel (np.iinfo(int64).min)."""
     parsed = pd.to_datetime(times, format="ISO8601", errors="coerce")

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from tardiff import stays
-from data_preprocess.common import (DEFAULT_CHUNKSIZE, HourlyCollector, finish, find_table, read_chunks, read_table,
-                                    run_cli)
+from data_preprocess.common import (DEFAULT_CHUNKSIZE, HourlyCollector, check_cohort, finish, find_table,
+                                    read_chunks, read_table, run_cli)
 
 TABLES = ("patient", "vitalAperiodic", "intakeOutput")
 OPTIONAL_TABLES = ("vitalPeriodic",)
@@ -49,6 +49,9 @@ def load_cohort(patient: Path, hours: int) -> tuple[pd.DataFrame, dict]:
     cohort["y_mortality"] = (status[cohort.index] == EXPIRED).astype(np.int64)
     cohort["los_days"] = (cohort["hospitaldischargeoffset"] - cohort["hospitaladmitoffset"]) / (24 * 60)
     cohort = cohort.sort_values("patientunitstayid").reset_index(drop=True)
+    check_cohort(p.dropna(subset=["patientunitstayid"]), patient, "patientunitstayid", excluded,
+                 "hospitaldischargestatus (Alive/Expired)")
+    check_cohort(cohort, patient, "patientunitstayid", excluded, "hospitaldischargestatus (Alive/Expired)")
     cohort["patientunitstayid"] = cohort["patientunitstayid"].astype(np.int64)
     return cohort, excluded
 

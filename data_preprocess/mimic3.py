@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tardiff import stays
-from data_preprocess.common import (DEFAULT_CHUNKSIZE, NAT, NS_PER_HOUR, HourlyCollector, finish,
+from data_preprocess.common import (DEFAULT_CHUNKSIZE, NAT, NS_PER_HOUR, HourlyCollector, check_cohort, finish,
                                     find_table, read_chunks, read_table, run_cli, to_ns)
 
 TABLES = ("ICUSTAYS", "ADMISSIONS", "CHARTEVENTS", "OUTPUTEVENTS")
@@ -71,6 +71,8 @@ def load_cohort(icustays: Path, admissions: Path, hours: int) -> tuple[pd.DataFr
     excluded = {"missing_intime_or_outtime": int(no_times.sum()), f"shorter_than_{hours}h": int(short.sum()),
                 "no_admission_or_mortality_label": int(no_label.sum())}
     cohort = icu[~(no_times | short | no_label)].sort_values("icustay_id").reset_index(drop=True)
+    check_cohort(icu.dropna(subset=["icustay_id"]), icustays, "icustay_id", excluded, "hospital_expire_flag (0/1)")
+    check_cohort(cohort, icustays, "icustay_id", excluded, "hospital_expire_flag (0/1)")
     cohort["icustay_id"] = cohort["icustay_id"].astype(np.int64)
     return cohort, excluded
 

@@ -75,6 +75,8 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
 
         with_overrides(get_profile(profile), **overrides)
         print(f"[reproduce] overrides: {overrides}", flush=True)
+    if force and NOTEBOOKS[0] in only:  # --force redoes extraction too: without its manifest nothing is reused
+        (outputs_path / "data" / "manifest.json").unlink(missing_ok=True)
     previous, report = "", {}
     for name in NOTEBOOKS:
         if name not in only:

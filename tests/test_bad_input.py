@@ -153,3 +153,34 @@ def test_impossible_minutes_late_rows_and_quoted_names_are_counted(tmp_path):
     assert report["rows_with_padded_or_quoted_channel_name"] == 2
     hr = arrays["X_raw"][0, :, 0]
     assert hr[0] == 80 and np.isnan(hr[1])                       # nothing landed in hour 1
+
+
+def _mimic(tmp_path, edit_table=None, edit=None):
+    import pandas as pd
+
+    from tests.test_extractors import write_mimic3
+
+    folder = write_mimic3(tmp_path / "mimic")
+    if edit_table:
+        path = folder / f"{edit_table}.csv"
+        pd.DataFrame(edit(pd.read_csv(path))).to_csv(path, index=False)
+    return folder
+
+
+@pytest.mark.parametrize("table, edit, message", [
+    ("ICUSTAYS", lambda t: pd_concat(t, t.iloc[:1]), "ICUSTAYS.csv: icustay_id 1001 appears more than once"),
+    ("ADMISSIONS", lambda t: t.assign(HOSPITAL_EXPIRE_FLAG="yes"), "ICUSTAYS.csv: no stay left.*hospital_expire_flag"),
+    ("ICUSTAYS", lambda t: t.iloc[:0], "ICUSTAYS.csv: no stay left"),
+])
+def test_mimic3_stay_tables_that_cannot_work_name_table_and_column(tmp_path, table, edit, message):
+    from data_preprocess import mimic3
+
+    folder = _mimic(tmp_path, table, edit)
+    with pytest.raises(SystemExit, match=message):
+        mimic3.main(["--data-dir", str(folder), "--out", str(tmp_path / "o.npz")])
+
+
+def pd_concat(*frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)

@@ -131,3 +131,15 @@ def test_a_failing_step_invalidates_itself_and_every_later_step(tmp_path, monkey
         rp.reproduce("smoke", outputs=str(tmp_path / "out"), figures=str(tmp_path / "fig"), force=True)
     assert (out / "01_extraction.json").exists() and (out / "02_train_classifier.json").exists()
     assert not any((out / f"{name}.json").exists() for name in NOTEBOOKS[2:])
+
+
+def test_force_redoes_extraction(tmp_path, monkeypatch):
+    import tardiff.reproduce as rp
+
+    data = tmp_path / "out" / "data"
+    data.mkdir(parents=True)
+    (data / "manifest.json").write_text("{}")
+    monkeypatch.setattr(rp, "execute", lambda *args: None)
+    rp.reproduce("smoke", outputs=str(tmp_path / "out"), figures=str(tmp_path / "fig"), force=True,
+                 only=("01_extraction",))
+    assert not (data / "manifest.json").exists()
