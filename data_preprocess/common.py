@@ -42,8 +42,14 @@ def find_table(data_dir: str | os.PathLike, name: str, dataset: str, required: b
 
 
 def read_chunks(path: Path, columns: list[str], chunksize: int,
-                dtype: dict[str, str] | None = None) -> Iterator[pd.DataFrame]:
-    """Stream `columns` of a CSV(.gz) in chunks, headers matched case-insensitively, renamed to lower case."""
+                dtype: dict[str, str] | None = None, counts: dict | None = None) -> Iterator[pd.DataFrame]:
+    """Stream `columns` of a CSV(.gz) in chunks, headers matched case-insensitively, renamed to lower case.
+
+    With `counts`, a cell of a typed column that is not a number does not stop the read: from the chunk
+    where one appears on, typed columns are parsed leniently, the row is dropped and counted in
+    `counts["rows_not_a_number"][column]` (the fast typed parser serves the rest). Without it, the
+    error names the file, the typed columns and the rows read so far.
+    """
     if chunksize < 1:
         raise ValueError(f"chunksize must be >= 1, got {chunksize}")
     try:
@@ -65,11 +71,33 @@ def read_chunks(path: Path, columns: list[str], chunksize: int,
         for chunk in pd.read_csv(path, usecols=usecols, dtype=dtype, chunksize=chunksize):
             rows += len(chunk)
             yield chunk.rename(columns=rename)
+        return
     except (ValueError, EOFError, OSError, pd.errors.ParserError) as error:
         # pandas names neither the file nor, for a bad number, the column: say both and where
         typed = ", ".join(f"{c} ({t})" for c, t in (dtype or {}).items())
-        raise ValueError(f"{path}: unreadable after {rows} data rows ({type(error).__name__}: {error}); "
-                         f"typed columns: {typed or 'none'}") from None
+        failure = ValueError(f"{path}: unreadable after {rows} data rows ({type(error).__name__}: {error}); "
+                             f"typed columns: {typed or 'none'}")
+        if counts is None or not dtype or not isinstance(error, ValueError) or isinstance(error, pd.errors.ParserError):
+            raise failure from None
+    bad_cells = counts.setdefault("rows_not_a_number", {})
+    try:
+        for chunk in pd.read_csv(path, usecols=usecols, dtype={c: "string" for c in dtype}, chunksize=chunksize,
+                                 skiprows=range(1, rows + 1)):
+            keep = np.ones(len(chunk), dtype=bool)
+            for column, kind in dtype.items():
+                text = chunk[column]
+                number = pd.to_numeric(text, errors="coerce")
+                bad = (number.isna() & text.notna() & (text.str.strip() != "")).to_numpy()
+                if kind.startswith("int"):
+                    bad |= number.isna().to_numpy()
+                if bad.any():
+                    bad_cells[rename[column]] = bad_cells.get(rename[column], 0) + int(bad.sum())
+                keep &= ~bad
+                chunk[column] = number
+            chunk = chunk[keep].astype({c: t for c, t in dtype.items()})
+            yield chunk.rename(columns=rename)
+    except (EOFError, OSError, pd.errors.ParserError) as error:
+        raise ValueError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
 
 
 def read_table(path: Path, columns: list[str], dtype: dict[str, str] | None = None) -> pd.DataFrame:

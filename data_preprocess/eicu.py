@@ -71,7 +71,7 @@ def read_vitals(path: Path, columns: dict[str, str], fallback: bool, cohort: pd.
     stay_index = pd.Index(cohort["patientunitstayid"])
     counts = {"rows_read": 0}
     dtype = {c: "float64" for c in columns}
-    for chunk in read_chunks(path, ["patientunitstayid", "observationoffset", *columns], chunksize, dtype):
+    for chunk in read_chunks(path, ["patientunitstayid", "observationoffset", *columns], chunksize, dtype, counts):
         counts["rows_read"] += len(chunk)
         stay_idx, hour = _stay_hour(chunk, stay_index, "observationoffset")
         for column, channel in columns.items():  # a handful of columns, not rows
@@ -96,7 +96,7 @@ def read_intake_output(path: Path, cohort: pd.DataFrame, collector: HourlyCollec
     labels: dict[str, int] = {}
     columns = ["patientunitstayid", "intakeoutputoffset", "cellpath", "celllabel", "cellvaluenumeric"]
     dtype = {"cellpath": "str", "celllabel": "str", "cellvaluenumeric": "float64"}
-    for chunk in read_chunks(path, columns, chunksize, dtype):
+    for chunk in read_chunks(path, columns, chunksize, dtype, counts):
         counts["rows_read"] += len(chunk)
         chunk = chunk[is_urine(chunk["cellpath"], chunk["celllabel"])]
         counts["rows_urine"] += len(chunk)

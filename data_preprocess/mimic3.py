@@ -97,7 +97,7 @@ def read_chartevents(path: Path, cohort: pd.DataFrame, collector: HourlyCollecto
     counts = {"rows_read": 0, "rows_item_match": 0, "rows_error_flagged": 0, "rows_unparseable_charttime": 0}
     dtype = {"icustay_id": "float64", "itemid": "int64", "valuenum": "float64", "error": "float64"}
     columns = ["icustay_id", "itemid", "charttime", "valuenum", "error"]
-    for chunk in read_chunks(path, columns, chunksize, dtype):
+    for chunk in read_chunks(path, columns, chunksize, dtype, counts):
         counts["rows_read"] += len(chunk)
         chunk = chunk[chunk["itemid"].isin(items)]
         counts["rows_item_match"] += len(chunk)
@@ -120,7 +120,7 @@ def read_outputevents(path: Path, cohort: pd.DataFrame, collector: HourlyCollect
     dtype = {"icustay_id": "float64", "itemid": "int64", "value": "float64", "iserror": "float64"}
     columns = ["icustay_id", "itemid", "charttime", "value", "iserror"]
     urine_idx = stays.channel_index("Urine")
-    for chunk in read_chunks(path, columns, chunksize, dtype):
+    for chunk in read_chunks(path, columns, chunksize, dtype, counts):
         counts["rows_read"] += len(chunk)
         chunk = chunk[chunk["itemid"].isin(urine)]
         counts["rows_item_match"] += len(chunk)
