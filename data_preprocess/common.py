@@ -257,6 +257,26 @@ def print_summary(arrays: dict, name: str, out: Path) -> None:
     print(stays.cohort_summary(arrays, name).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
+def check_options(out, hours: int, chunksize: int) -> None:
+    """Before any reading: an output the extractor can write, and options within their meaning."""
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out {out}: name an .npz file")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; name an .npz file")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise ValueError(f"--out {out}: {parent} is not writable")
+            break
+    if not 1 <= hours <= 24 * 30:
+        raise ValueError(f"--hours must be between 1 and 720, got {hours}")
+    if chunksize < 1:
+        raise ValueError(f"--chunksize must be >= 1, got {chunksize}")
+
+
 def run_cli(argv, *, prog: str, description: str, database: str, extract) -> None:
     """The extractors' shared command line: --data-dir, --out, --hours, --seed, --chunksize."""
     import argparse
@@ -269,6 +289,7 @@ def run_cli(argv, *, prog: str, description: str, database: str, extract) -> Non
     parser.add_argument("--chunksize", type=int, default=DEFAULT_CHUNKSIZE, help="CSV rows per chunk")
     args = parser.parse_args(argv)
     try:
+        check_options(args.out, args.hours, args.chunksize)
         extract(args.data_dir, args.out, hours=args.hours, seed=args.seed, chunksize=args.chunksize)
     except (ValueError, KeyError, IndexError, FileNotFoundError, stays.StayFormatError) as error:
         # one line naming the table and the problem, not a traceback

@@ -201,3 +201,18 @@ def test_one_text_cell_in_a_numeric_column_is_counted_not_fatal(tmp_path):
     assert manifest["counts"]["chartevents"]["rows_not_a_number"] == {"valuenum": 1}
     changed = ~np.isclose(arrays["X_raw"], reference["X_raw"], equal_nan=True)
     assert changed.sum() <= 1  # only the hour that lost its one value can differ
+
+
+@pytest.mark.parametrize("out, extra, message", [
+    ("folder.npz/", [], "is a folder"),
+    ("afile/o.npz", [], "is a file, not a folder"),
+    ("o.csv", [], "name an .npz"),
+    ("o.npz", ["--hours", "0"], "--hours"),
+])
+def test_extractor_output_and_options_are_checked_before_reading(tmp_path, out, extra, message):
+    from data_preprocess import mimic3
+
+    (tmp_path / "folder.npz").mkdir()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit, match=message):
+        mimic3.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / out), *extra])
