@@ -133,10 +133,15 @@ class TarDiff:
 
     def _write_state(self, wall_time_s: float) -> None:
         c = self._cohort
-        np.savez_compressed(self.models_dir / "tardiff_data.npz", mean=self.scale["mean"], sd=self.scale["sd"],
+        tmp = self.models_dir / "tardiff_data.tmp.npz"
+        np.savez_compressed(tmp, mean=self.scale["mean"], sd=self.scale["sd"],
                             X_train=c.X_train, y_train=c.y_train, X_val=c.X_val, y_val=c.y_val)
-        (self.models_dir / "tardiff_state.json").write_text(json.dumps(
-            {"profile": self.profile_name, "overrides": to_jsonable(self.overrides), "seed": self.seed}, indent=2))
+        tmp.replace(self.models_dir / "tardiff_data.npz")
+        # the state file, written last and atomically, marks a complete fit (load() looks for it)
+        tmp = self.models_dir / "tardiff_state.json.tmp"
+        tmp.write_text(json.dumps({"profile": self.profile_name, "overrides": to_jsonable(self.overrides),
+                                   "seed": self.seed}, indent=2))
+        tmp.replace(self.models_dir / "tardiff_state.json")
         write_manifest(self.models_dir / "manifest.json", config=self.profile, seed=self.seed,
                        wall_time_s=wall_time_s, overrides=self.overrides, n_train=len(c.y_train), n_val=len(c.y_val))
 

@@ -4,7 +4,8 @@
 
 Each notebook is executed from its jupytext `.py` twin (the reviewed source), so the executed copy in
 `outputs/notebooks/` always matches the code. A step is skipped when its key (notebook source, parameters,
-package source and the previous step's key) equals the one in its manifest.
+package source and the previous step's key) equals the one in its manifest and the files it wrote still have
+the checksums recorded there.
 """
 from __future__ import annotations
 
@@ -23,6 +24,21 @@ NOTEBOOKS = ("01_extraction", "02_train_classifier", "03_train_diffusion", "04_g
 
 class NotebookFailed(RuntimeError):
     pass
+
+
+# What each step writes under outputs/ (globs): its manifest records their checksums, and the step is reused
+# only while they still match (a truncated or replaced artifact reruns the step that makes it).
+STEP_OUTPUTS = {"01_extraction": ("data/*.npz",), "02_train_classifier": ("models/classifier_*.pt",
+                                                                          "models/influence_*.pt"),
+                "03_train_diffusion": ("models/ddpm.pt", "models/cfg_*.pt"), "04_guided_sampling": ("synthetic/*/*.npz",),
+                "05_evaluation": ("tables/*.csv",)}
+
+
+def output_checksums(outputs: Path, name: str) -> dict[str, str]:
+    from tardiff.utils import sha256_file
+
+    return {str(p.relative_to(outputs)): sha256_file(p) for pattern in STEP_OUTPUTS[name]
+            for p in sorted(outputs.glob(pattern))}
 
 
 def package_digest() -> str:
@@ -84,7 +100,8 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
         key = step_key(notebooks_dir / f"{name}.py", parameters, previous)
         manifest_path = out_dir / f"{name}.json"
         manifest = read_manifest(manifest_path)
-        if not force and manifest and manifest.get("key") == key and (out_dir / f"{name}.ipynb").exists():
+        if (not force and manifest and manifest.get("key") == key and (out_dir / f"{name}.ipynb").exists()
+                and manifest.get("outputs") == output_checksums(outputs_path, name)):
             print(f"[reproduce] {name}: unchanged, skipped", flush=True)
             report[name] = {"skipped": True, "wall_time_s": manifest.get("wall_time_s")}
         else:
@@ -96,7 +113,8 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
             start = time.perf_counter()
             execute(name, parameters, out_dir, notebooks_dir)
             wall = time.perf_counter() - start
-            write_manifest(manifest_path, config=parameters, seed=seed, wall_time_s=wall, key=key)
+            write_manifest(manifest_path, config=parameters, seed=seed, wall_time_s=wall, key=key,
+                           outputs=output_checksums(outputs_path, name))
             print(f"[reproduce] {name}: done in {wall:.0f} s", flush=True)
             report[name] = {"skipped": False, "wall_time_s": round(wall, 1)}
         previous = key

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import jupytext
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -90,6 +91,12 @@ def test_smoke_reproduction_end_to_end(tmp_path):
     again = reproduce("smoke", data_dir=str(_smoke_data_dir()), outputs=str(outputs), figures=str(figures),
                       device="auto")
     assert all(step["skipped"] for step in again.values()), "unchanged inputs must be skipped"
+    synthetic = outputs / "synthetic" / "mortality" / "cfg.npz"
+    synthetic.write_bytes(synthetic.read_bytes()[:100])  # a truncated artifact reruns the step that made it
+    third = reproduce("smoke", data_dir=str(_smoke_data_dir()), outputs=str(outputs), figures=str(figures),
+                      device="auto", only=NOTEBOOKS[:4])
+    assert [step["skipped"] for step in third.values()] == [True, True, True, False]
+    assert np.load(synthetic)["X"].shape[0] > 0
 
 
 def test_set_overrides_are_type_checked_and_recorded(tmp_path):
