@@ -12,8 +12,7 @@ from tardiff.diffusion import DiffusionConfig, DiffusionTrainConfig
 from tardiff.unet1d import UNetConfig
 
 TASKS = ("mortality", "long_stay")
-METHODS = ("real", "ddpm", "cfg", "classifier_guidance", "tardiff")
-ALPHAS = (0.5, 1.0)
+ALPHAS = (0.5, 1.0)  # TSRTR: real + alpha x synthetic; the methods are tardiff.methods.REGISTRY
 
 
 @dataclass

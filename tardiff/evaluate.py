@@ -23,9 +23,9 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
+from tardiff.config import ALPHAS
 from tardiff.utils import get_device
 
-ALPHAS = (0.5, 1.0)
 UTILITY_COLUMNS = ("task", "method", "auroc_mean", "auroc_sd", "auprc_mean", "auprc_sd", "n_seeds")
 TSTR_COLUMNS = UTILITY_COLUMNS
 TSRTR_COLUMNS = UTILITY_COLUMNS + ("alpha",)
