@@ -3,13 +3,15 @@
     python -m tardiff.reproduce --profile {smoke,default,paper} [--data-dir DIR] [--dataset NPZ] [--force]
 
 Each notebook is executed from its jupytext `.py` twin (the reviewed source), so the executed copy in
-`outputs/notebooks/` always matches the code. A step is skipped when its key (notebook source, parameters,
-package source and the previous step's key) equals the one in its manifest and the files it wrote still have
+`outputs/notebooks/` always matches the code. A step is skipped when its key (notebook source, the code of the
+`tardiff` modules it reaches, parameters and the checksums of what earlier steps wrote) equals the one in its
+manifest and the files it wrote still have
 the checksums recorded there.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import sys
@@ -41,16 +43,47 @@ def output_checksums(outputs: Path, name: str) -> dict[str, str]:
             for p in sorted(outputs.glob(pattern))}
 
 
-def package_digest() -> str:
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "tardiff").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
+def tardiff_imports(source: str) -> set[str]:
+    """The `tardiff` modules a source imports anywhere (module level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tardiff":
+            if node.module == "tardiff":  # from tardiff import pipeline, plots
+                found.update(f"tardiff.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "tardiff")
+    return found
+
+
+def code_digest(source: Path, package: Path = ROOT / "tardiff") -> str:
+    """Digest of a notebook's code and of every `tardiff` module it reaches, comments excluded.
+
+    Each module enters as its syntax tree (`ast.dump`), so a comment edited in `plots.py` reruns nothing,
+    and a code change reruns only the steps whose notebooks reach that module.
+    """
+    text = source.read_text()
+    notebook_code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    seen, todo = {}, sorted(tardiff_imports(notebook_code))
+    while todo:
+        name = todo.pop()
+        path = package / (name.split(".", 1)[1].replace(".", "/") + ".py") if "." in name else package / "__init__.py"
+        if name in seen or not path.exists():
+            continue
+        module_source = path.read_text()
+        seen[name] = ast.dump(ast.parse(module_source))
+        todo.extend(sorted(tardiff_imports(module_source) - set(seen)))
+    digest = hashlib.sha256(text.encode())
+    for name in sorted(seen):
+        digest.update(name.encode() + b"\0" + seen[name].encode())
     return digest.hexdigest()
 
 
-def step_key(source: Path, parameters: dict, previous: str) -> str:
-    payload = json.dumps({"source": hashlib.sha256(source.read_bytes()).hexdigest(), "parameters": parameters,
-                          "package": package_digest(), "previous": previous}, sort_keys=True)
+def step_key(source: Path, parameters: dict, upstream: str, package: Path = ROOT / "tardiff") -> str:
+    """What a step's result depends on: its code, the parameters, and the files earlier steps wrote."""
+    payload = json.dumps({"code": code_digest(source, package), "parameters": parameters, "upstream": upstream},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -93,11 +126,11 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
         print(f"[reproduce] overrides: {overrides}", flush=True)
     if force and NOTEBOOKS[0] in only:  # --force redoes extraction too: without its manifest nothing is reused
         (outputs_path / "data" / "manifest.json").unlink(missing_ok=True)
-    previous, report = "", {}
+    upstream, report = {}, {}  # the output checksums of every earlier step: what a step reads
     for name in NOTEBOOKS:
         if name not in only:
             continue
-        key = step_key(notebooks_dir / f"{name}.py", parameters, previous)
+        key = step_key(notebooks_dir / f"{name}.py", parameters, json.dumps(upstream, sort_keys=True))
         manifest_path = out_dir / f"{name}.json"
         manifest = read_manifest(manifest_path)
         if (not force and manifest and manifest.get("key") == key and (out_dir / f"{name}.ipynb").exists()
@@ -106,10 +139,9 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
             report[name] = {"skipped": True, "wall_time_s": manifest.get("wall_time_s")}
         else:
             print(f"[reproduce] {name}: running ({profile} profile)", flush=True)
-            # This step and every later one are "done" again only when they finish: a failure here must not
-            # leave a later step looking current over artifacts made from the old ones.
-            for later in NOTEBOOKS[NOTEBOOKS.index(name):]:
-                (out_dir / f"{later}.json").unlink(missing_ok=True)
+            # "Done" again only when it finishes: a failure leaves no manifest over partial artifacts. Later
+            # steps are keyed on these outputs' checksums, so they rerun exactly when the outputs changed.
+            manifest_path.unlink(missing_ok=True)
             start = time.perf_counter()
             execute(name, parameters, out_dir, notebooks_dir)
             wall = time.perf_counter() - start
@@ -117,7 +149,7 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
                            outputs=output_checksums(outputs_path, name))
             print(f"[reproduce] {name}: done in {wall:.0f} s", flush=True)
             report[name] = {"skipped": False, "wall_time_s": round(wall, 1)}
-        previous = key
+        upstream.update(output_checksums(outputs_path, name))
     total = sum(r["wall_time_s"] or 0 for r in report.values() if not r["skipped"])
     write_manifest(out_dir / "reproduce.json", config=parameters, seed=seed, wall_time_s=total, steps=report)
     return report

@@ -119,25 +119,60 @@ def test_set_overrides_are_type_checked_and_recorded(tmp_path):
     assert manifest["config"]["overrides"] == {"n_seeds": "4"} and not report["01_extraction"]["skipped"]
 
 
-def test_a_failing_step_invalidates_itself_and_every_later_step(tmp_path, monkeypatch):
-    """After a failure, no step at or after it may be skipped as "unchanged" on the next run."""
+def test_a_failing_step_is_not_done_and_later_steps_follow_its_outputs(tmp_path, monkeypatch):
+    """A failed step loses its manifest (it reruns); a later step reruns exactly when an earlier output changed."""
     import tardiff.reproduce as rp
 
-    out = tmp_path / "out" / "notebooks"
-    out.mkdir(parents=True)
-    for name in NOTEBOOKS:  # a previous complete run
-        (out / f"{name}.json").write_text(json.dumps({"key": "old"}))
-        (out / f"{name}.ipynb").write_text("{}")
+    outputs = tmp_path / "out"
+    version = {"models/ddpm.pt": b"v1"}
+    ran = []
 
-    def fail_at_03(name, parameters, out_dir, notebooks_dir):
+    def fake(name, parameters, out_dir, notebooks_dir):
+        ran.append(name)
         if name == "03_train_diffusion":
-            raise rp.NotebookFailed("03 failed")
+            if version.get("fail"):
+                (outputs / "models" / "ddpm.pt").write_bytes(b"partial")
+                raise rp.NotebookFailed("03 failed")
+            (outputs / "models").mkdir(parents=True, exist_ok=True)
+            (outputs / "models" / "ddpm.pt").write_bytes(version["models/ddpm.pt"])
+        (out_dir / f"{name}.ipynb").write_text("{}")
 
-    monkeypatch.setattr(rp, "execute", fail_at_03)
+    monkeypatch.setattr(rp, "execute", fake)
+    run = lambda: rp.reproduce("smoke", outputs=str(outputs), figures=str(tmp_path / "fig"))
+    run()
+    assert ran == list(NOTEBOOKS)
+    ran.clear(), run()
+    assert ran == []                                    # nothing changed: every step reused
+    version["fail"] = True
+    (outputs / "models" / "ddpm.pt").write_bytes(b"tampered")  # 03's output changed: 03 reruns, and fails
     with pytest.raises(rp.NotebookFailed):
-        rp.reproduce("smoke", outputs=str(tmp_path / "out"), figures=str(tmp_path / "fig"), force=True)
-    assert (out / "01_extraction.json").exists() and (out / "02_train_classifier.json").exists()
-    assert not any((out / f"{name}.json").exists() for name in NOTEBOOKS[2:])
+        ran.clear(), run()
+    assert not (outputs / "notebooks" / "03_train_diffusion.json").exists()
+    version.pop("fail")
+    ran.clear(), run()
+    assert ran == ["03_train_diffusion"]                # same outputs as before: 04 and 05 stay current
+    version["models/ddpm.pt"] = b"v2"
+    (outputs / "models" / "ddpm.pt").write_bytes(b"tampered")
+    ran.clear(), run()
+    assert ran == ["03_train_diffusion", "04_guided_sampling", "05_evaluation"]
+
+
+def test_step_keys_follow_code_not_comments(tmp_path):
+    import shutil
+
+    from tardiff.reproduce import ROOT, code_digest
+
+    package = tmp_path / "tardiff"
+    shutil.copytree(ROOT / "tardiff", package, ignore=shutil.ignore_patterns("__pycache__"))
+    notebooks = {name: ROOT / "notebooks" / f"{name}.py" for name in NOTEBOOKS}
+    before = {name: code_digest(path, package) for name, path in notebooks.items()}
+    plots = package / "plots.py"
+    plots.write_text(plots.read_text().replace("\ndef _style", "\n# a comment only\ndef _style", 1))
+    assert {name: code_digest(path, package) for name, path in notebooks.items()} == before
+    data = package / "data.py"  # reached by notebook 01 only
+    data.write_text(data.read_text() + "\n\nANSWER = 42\n")
+    after = {name: code_digest(path, package) for name, path in notebooks.items()}
+    assert [name for name in NOTEBOOKS if after[name] != before[name]] == ["01_extraction"]
 
 
 def test_force_redoes_extraction(tmp_path, monkeypatch):
