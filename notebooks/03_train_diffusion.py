@@ -61,3 +61,16 @@ for task in tasks:
     real = pipeline.load_real(dataset, task, config, seed=seed)
     pipeline.train_diffusion_model(real.X_train, real.y_train, config, paths["models"] / f"cfg_{task}.pt",
                                    seed=seed, device=device)
+
+# %% [markdown]
+# ## A few generated stays beside real ones
+# Eight class-conditional draws per label (unguided, the `cfg` backbone) against real training stays, in
+# physical units where the preprocessing is known.
+
+# %%
+for task in tasks:
+    real = pipeline.load_real(dataset, task, config, seed=seed)
+    X_gen, y_gen = pipeline.backbone_preview(real, config, paths["models"], n_per_label=8, seed=seed, device=device)
+    plots.trajectories(real.X_train, real.y_train, X_gen, y_gen, real.channels,
+                       Path(figures_dir) / f"generated_vs_real_{task}.png", preprocessor=real.preprocessor,
+                       title=f"{task}: real vs class-conditional DDPM")

@@ -62,3 +62,14 @@ for task in tasks:
     plots.trajectories(real.X_train, real.y_train, X_syn, y_syn, real.channels,
                        Path(figures_dir) / f"trajectories_{task}.png", preprocessor=real.preprocessor,
                        title=f"{task}: real vs TarDiff (tardiff_dot)")
+
+# %% [markdown]
+# ## Sanity check: what guidance does to one batch
+# The same noise and labels through the backbone (`cfg`) and through `tardiff_dot`: influence on the held-out
+# guidance folds should rise; f_θ's agreement with the labels and the shift from the backbone show the price.
+
+# %%
+for task in tasks:
+    real = pipeline.load_real(dataset, task, config, seed=seed)
+    print(task)
+    display(pipeline.guidance_sanity(real, config, paths["models"], seed=seed, device=device).round(4))

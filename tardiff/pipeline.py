@@ -271,6 +271,39 @@ def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: 
     return written
 
 
+def backbone_preview(real: RealData, profile: Profile, models_dir: Path, n_per_label: int = 8, seed: int = 0,
+                     device=None) -> tuple[np.ndarray, np.ndarray]:
+    """A few unguided draws of the class-conditional model per label (notebook 03's look at generated stays)."""
+    from tardiff.diffusion import GaussianDiffusion, ddim_sample, load_diffusion
+
+    model = load_diffusion(models_dir / f"cfg_{real.task}.pt", device=get_device(device))
+    y = np.repeat([0, 1], n_per_label)
+    X = ddim_sample(model, GaussianDiffusion(profile.diffusion), y, steps=profile.ddim_steps, eta=profile.ddim_eta,
+                    cfg_scale=profile.cfg_scale, seed=seed, device=get_device(device), progress=False).numpy()
+    return X, y
+
+
+def guidance_sanity(real: RealData, profile: Profile, models_dir: Path, method: str = "tardiff_dot", n: int = 256,
+                    seed: int = 0, device=None) -> pd.DataFrame:
+    """What guidance does to one batch: the same noise and labels drawn by the backbone (`cfg`) and by
+    `method`; per draw f_theta's AUROC against the labels, the mean influence on the guidance folds, and the
+    RMS shift from the backbone's stays (model-space sd)."""
+    from tardiff import guidance, methods
+    from tardiff.classifier import predict_proba
+    from tardiff.evaluate import auroc
+
+    sampler = methods.Sampler(real, profile, models_dir, seed=seed, device=device, progress=False, n=n)
+    pairs = methods.reference_pairs(sampler.references, "guide", sampler.device)
+    X0, y0, _ = sampler.sample("cfg")
+    rows = []
+    for name in ("cfg", method):
+        X, y = (X0, y0) if name == "cfg" else sampler.sample(name)[:2]
+        rows.append({"draw": name, "f_theta_auroc_vs_labels": auroc(y, predict_proba(sampler.classifier, X)),
+                     "influence_mean": float(guidance.pair_scores(pairs, X, y, "dot").mean()),
+                     "rms_shift_from_cfg": float(np.sqrt(((X - X0) ** 2).mean()))})
+    return pd.DataFrame(rows)
+
+
 def load_method_sets(synthetic_dir: Path, names=None) -> dict:
     from tardiff import methods
 
