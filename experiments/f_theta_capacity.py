@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tardiff import evaluate, methods, pipeline
+from tardiff import evaluate, methods, metrics, pipeline
 from tardiff.classifier import load_classifier, predict_proba
 from tardiff.config import get_profile, with_overrides
 from tardiff.utils import write_manifest
@@ -56,7 +56,7 @@ def main(argv=None) -> None:
                 f"tardiff_train_g (f_θ {small})": pipeline.load_synthetic(outputs / "synthetic" / task / "tardiff_train_g.npz"),
                 f"tardiff_train_g (f_θ {args.hidden}x{args.layers})": (X_big, y_big)}
         config = evaluate.EvalConfig.from_profile(profile, seed=args.seed, device=args.device)
-        splits = evaluate.as_real_splits(real)
+        splits = real
         fits = {name: evaluate.fit_downstream(X, y, splits, config) for name, (X, y) in sets.items()}
         test = {name: evaluate.predict_seeds(m, real.X_test, config) for name, m in fits.items()}
         guides = {small: load_classifier(outputs / "models" / f"classifier_{task}.pt"),
@@ -68,12 +68,12 @@ def main(argv=None) -> None:
                    "test_auroc": tst["auroc_mean"], "test_auroc_sd": tst["auroc_sd"], "test_auprc": tst["auprc_mean"],
                    "test_auprc_sd": tst["auprc_sd"]}
             if name != "cfg":
-                diff = evaluate.paired_difference(real.y_test, test[name], test["cfg"], n_boot=profile.bootstrap,
+                diff = metrics.paired_difference(real.y_test, test[name], test["cfg"], n_boot=profile.bootstrap,
                                                   seed=args.seed)
                 for metric, (d, lo, hi) in diff.items():
                     row[f"d_{metric}_vs_cfg"] = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
             for size, guide in guides.items():  # does each f_θ agree with the set's labels?
-                row[f"f_theta_{size}_auroc_vs_labels"] = evaluate.auroc(y, predict_proba(guide, X))
+                row[f"f_theta_{size}_auroc_vs_labels"] = metrics.auroc(y, predict_proba(guide, X))
             rows.append(row)
         rows[-1]["big_f_theta_val_auroc"], rows[-1]["big_f_theta_best_epoch"] = guide_val["auroc"], history["best_epoch"]
     frame = pd.DataFrame(rows)

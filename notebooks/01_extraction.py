@@ -37,7 +37,7 @@ from pathlib import Path
 
 from IPython.display import display
 
-from tardiff import data, pipeline, plots
+from tardiff import data, pipeline, plots, real_data
 from tardiff.config import get_profile, with_overrides
 
 print(with_overrides(get_profile(profile), **overrides))
@@ -53,7 +53,7 @@ if dataset:
     sources = {Path(dataset).stem: Path(dataset)}
 else:
     sources = data.extract(data.resolve_data_dir(data_dir or None), data_out, seed=seed)
-    pipeline.dataset_files(data_out)  # fails here, naming what is missing, not in notebook 02
+    real_data.dataset_files(data_out)  # fails here, naming what is missing, not in notebook 02
     print((data_out / "manifest.json").read_text()[:3000])
 
 # %% [markdown]
@@ -61,7 +61,7 @@ else:
 # Stays, outcome rates, and per channel the observed fraction and the mean ± sd by outcome (physical units).
 
 # %%
-overview, per_channel, cohorts = pipeline.describe(sources)
+overview, per_channel, cohorts = real_data.describe(sources)
 display(overview)
 display(per_channel.round(2))
 

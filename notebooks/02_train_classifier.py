@@ -42,19 +42,19 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from tardiff import pipeline, plots
+from tardiff import pipeline, plots, real_data
 from tardiff.config import get_profile, with_overrides
 
 config = with_overrides(get_profile(profile), **overrides)
 print(config.guide_classifier, config.guide_train, sep="\n")
 paths = pipeline.paths(outputs_dir)
 dataset = dataset or paths["data"]
-tasks = pipeline.tasks_for(dataset, config.tasks)
+tasks = real_data.tasks_for(dataset, config.tasks)
 
 # %%
 results = {}
 for task in tasks:
-    real = pipeline.load_real(dataset, task, config, seed=seed)
+    real = real_data.load_real(dataset, task, config, seed=seed)
     print(real.summary())
     model, history, validation = pipeline.train_guide_classifier(real, config, paths["models"], seed=seed,
                                                                  device=device)

@@ -34,20 +34,20 @@ overrides = {}     # any profile setting, e.g. {"guidance_scale": 0.1, "eval_tra
 # %%
 from pathlib import Path
 
-from tardiff import pipeline, plots
+from tardiff import pipeline, plots, real_data
 from tardiff.config import get_profile, with_overrides
 
 config = with_overrides(get_profile(profile), **overrides)
 print(config.unet, config.diffusion, config.diffusion_train, sep="\n")
 paths = pipeline.paths(outputs_dir)
 dataset = dataset or paths["data"]
-tasks = pipeline.tasks_for(dataset, config.tasks)
+tasks = real_data.tasks_for(dataset, config.tasks)
 
 # %% [markdown]
 # ## Unconditional DDPM (shared by every task; labels play no part in it)
 
 # %%
-real = pipeline.load_real(dataset, tasks[0], config, seed=seed)
+real = real_data.load_real(dataset, tasks[0], config, seed=seed)
 model, history = pipeline.train_diffusion_model(real.X_train, None, config, paths["models"] / "ddpm.pt",
                                                 seed=seed, device=device)
 plots.diffusion_loss(history["loss"], Path(figures_dir) / "diffusion_loss.png",
@@ -58,7 +58,7 @@ plots.diffusion_loss(history["loss"], Path(figures_dir) / "diffusion_loss.png",
 
 # %%
 for task in tasks:
-    real = pipeline.load_real(dataset, task, config, seed=seed)
+    real = real_data.load_real(dataset, task, config, seed=seed)
     pipeline.train_diffusion_model(real.X_train, real.y_train, config, paths["models"] / f"cfg_{task}.pt",
                                    seed=seed, device=device)
 
@@ -69,7 +69,7 @@ for task in tasks:
 
 # %%
 for task in tasks:
-    real = pipeline.load_real(dataset, task, config, seed=seed)
+    real = real_data.load_real(dataset, task, config, seed=seed)
     X_gen, y_gen = pipeline.backbone_preview(real, config, paths["models"], n_per_label=8, seed=seed, device=device)
     plots.trajectories(real.X_train, real.y_train, X_gen, y_gen, real.channels,
                        Path(figures_dir) / f"generated_vs_real_{task}.png", preprocessor=real.preprocessor,

@@ -40,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from tardiff import methods, pipeline, plots
+from tardiff import methods, pipeline, plots, real_data
 from tardiff.config import get_profile, with_overrides
 
 config = with_overrides(get_profile(profile), **overrides)
@@ -51,11 +51,11 @@ display(pd.DataFrame(methods.describe())[["name", "role", "backbone", "baseline"
                                           "scale", "about"]])
 paths = pipeline.paths(outputs_dir)
 dataset = dataset or paths["data"]
-tasks = pipeline.tasks_for(dataset, config.tasks)
+tasks = real_data.tasks_for(dataset, config.tasks)
 
 # %%
 for task in tasks:
-    real = pipeline.load_real(dataset, task, config, seed=seed)
+    real = real_data.load_real(dataset, task, config, seed=seed)
     written = pipeline.sample_methods(real, config, paths["models"], paths["synthetic"] / task, seed=seed,
                                       device=device)
     X_syn, y_syn = pipeline.load_synthetic(written["tardiff_dot"])
@@ -70,6 +70,6 @@ for task in tasks:
 
 # %%
 for task in tasks:
-    real = pipeline.load_real(dataset, task, config, seed=seed)
+    real = real_data.load_real(dataset, task, config, seed=seed)
     print(task)
     display(pipeline.guidance_sanity(real, config, paths["models"], seed=seed, device=device).round(4))

@@ -39,14 +39,14 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from tardiff import evaluate, pipeline
+from tardiff import evaluate, pipeline, real_data
 from tardiff.config import get_profile, with_overrides
 
 config = with_overrides(get_profile(profile), **overrides)
 print(config.eval_classifier, config.eval_train, f"seeds {config.n_seeds}, alphas {config.alphas}", sep="\n")
 paths = pipeline.paths(outputs_dir)
 dataset = dataset or paths["data"]
-tasks = pipeline.tasks_for(dataset, config.tasks)
+tasks = real_data.tasks_for(dataset, config.tasks)
 
 # %% [markdown]
 # ## 1 · Selection on validation (set A only)
@@ -54,7 +54,7 @@ tasks = pipeline.tasks_for(dataset, config.tasks)
 # %%
 fitted = {}
 for task in tasks:
-    real = pipeline.load_real(dataset, task, config, seed=seed)
+    real = real_data.load_real(dataset, task, config, seed=seed)
     fitted[task] = pipeline.fit_all(real, config, paths["synthetic"] / task, seed=seed, device=device)
 selection = pd.concat([pipeline.selection_table(f) for f in fitted.values()], ignore_index=True)
 evaluate.write_tables(selection, paths["tables"], "selection")

@@ -11,172 +11,24 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-from tardiff import stays
+from tardiff import evaluate, fidelity, guidance, methods, metrics, plots, stays
+from tardiff.classifier import (ClassifierConfig, load_classifier, predict_proba, save_classifier,
+                                train_classifier)
 from tardiff.config import Profile
+from tardiff.diffusion import GaussianDiffusion, ddim_sample, load_diffusion, save_diffusion, train_diffusion
+from tardiff.metrics import auroc, binary_metrics
+from tardiff.real_data import RealData
 from tardiff.utils import get_device, seed_everything, write_manifest
 
 log = logging.getLogger(__name__)
-LABEL_KEYS = {"mortality": "y_mortality", "long_stay": "y_long_stay"}
-USER_TASK = "label"
-
-
-@dataclass
-class RealData:
-    """Real stays of one task, split: train/val for fitting and selection, test never touched until 05."""
-
-    name: str
-    task: str
-    X_train: np.ndarray  # (N, T, F) model space
-    y_train: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    channels: tuple
-    preprocessor: stays.Preprocessor | None
-    dropped: dict
-
-    def summary(self) -> dict:
-        return {"dataset": self.name, "task": self.task, "train": len(self.y_train),
-                "val": len(self.y_val), "test": len(self.y_test),
-                "train_positive_rate": float(self.y_train.mean()), "dropped": self.dropped}
-
-
-def dataset_files(dataset: str | Path) -> list[Path]:
-    """The input files of a dataset: a folder with set-a.npz and set-b.npz, or one `.npz`."""
-    dataset = Path(dataset)
-    if dataset.is_dir():
-        files = [dataset / "set-a.npz", dataset / "set-b.npz"]
-        missing = [str(f) for f in files if not f.exists()]
-        if missing == [str(files[1])]:  # extraction ran, but the archives had no test set
-            raise FileNotFoundError(f"dataset folder {dataset} has set-a.npz but no set-b.npz: the PhysioNet "
-                                    f"folder extracted by notebook 01 lacks set-b.tar.gz (the test set); put "
-                                    f"set-b.tar.gz and Outcomes-b.txt beside set-a.tar.gz and rerun notebook 01")
-        if missing:
-            raise FileNotFoundError(f"dataset folder {dataset} lacks {missing}: run notebook 01 "
-                                    f"(`python -m tardiff extract --out {dataset}`) first")
-        return files
-    if not dataset.exists():
-        raise FileNotFoundError(f"dataset not found: {dataset} (a folder from `tardiff extract`, "
-                                f"a `.npz` from data_preprocess/, or your own `.npz` with X and y)")
-    return [dataset]
-
-
-def tasks_for(dataset: str | Path, requested: tuple) -> tuple:
-    """A user's own (X, y) file has one task, `label`; stays files have mortality and long stay."""
-    files = dataset_files(dataset)
-    if len(files) == 1 and "X_raw" not in stays.read_npz(files[0]):
-        return (USER_TASK,)
-    return tuple(requested)
-
-
-def load_real(dataset: str | Path, task: str, profile: Profile, seed: int = 0) -> RealData:
-    files = dataset_files(dataset)
-    if len(files) == 2:  # PhysioNet 2012: set-a train/val, set-b test
-        a, b = stays.load_stays(files[0]), stays.load_stays(files[1])
-        parts = {"train": _rows(a, a["split"] == "train"), "val": _rows(a, a["split"] == "val"),
-                 "test": _rows(b, np.ones(len(b["X"]), bool))}
-        preprocessor, channels, name = stays.Preprocessor.from_state(a), tuple(a["channels"]), "physionet2012"
-    else:
-        arrays, preprocessor, channels = _load_single(files[0])
-        if "split" not in arrays:
-            raise stays.StayFormatError(f"{files[0]}: needs a `split` key with train/val/test rows")
-        parts = {s: _rows(arrays, arrays["split"] == s) for s in ("train", "val", "test")}
-        name = files[0].stem
-    dropped = {}
-    out = {}
-    for split, arrays in parts.items():
-        X, y = arrays["X"], _labels(arrays, task, files[0])
-        known = y >= 0
-        if (~known).any():
-            dropped[f"{split}_unknown_label"] = int((~known).sum())
-            log.warning("%s/%s: %d stays without a %s label left out", name, split, (~known).sum(), task)
-        X, y = X[known], y[known]
-        limit = profile.max_train_stays if split == "train" else profile.max_test_stays if split == "test" else None
-        if limit is not None and len(y) > limit:
-            keep = np.sort(np.random.default_rng(seed).choice(len(y), size=limit, replace=False))
-            X, y = X[keep], y[keep]
-            dropped[f"{split}_subsampled_by_profile"] = int(known.sum() - limit)
-        out[split] = (X.astype(np.float32), y.astype(np.int64))
-        if len(np.unique(y)) < 2:
-            raise ValueError(f"{name}: the {split} split has only label {np.unique(y).tolist()} for task "
-                             f"{task!r}; both classes are needed")
-    return RealData(name, task, *out["train"], *out["val"], *out["test"], channels, preprocessor, dropped)
-
-
-def _rows(arrays: dict, keep: np.ndarray) -> dict:
-    return {k: v[keep] for k, v in arrays.items() if getattr(v, "shape", ())[:1] == keep.shape}
-
-
-def _labels(arrays: dict, task: str, source: Path) -> np.ndarray:
-    key = "y" if task == USER_TASK else LABEL_KEYS.get(task)
-    if key is None or key not in arrays:
-        raise ValueError(f"{source}: no labels for task {task!r} (have {sorted(arrays)})")
-    return np.asarray(arrays[key]).astype(np.int64)
-
-
-def _load_single(path: Path):
-    """A stays `.npz` (data_preprocess/) or a user's own `.npz` with X (N, T, F) and y (N,)."""
-    data = stays.read_npz(path)
-    keys = set(data)
-    if "X_raw" in keys:
-        arrays = stays.load_stays(path)
-        return arrays, stays.Preprocessor.from_state(arrays) if "prep_mean" in arrays else None, \
-            tuple(arrays["channels"])
-    if not {"X", "y"} <= keys:
-        raise stays.StayFormatError(f"{path}: a user dataset needs arrays `X` (N, T, F) and `y` (N,) "
-                                    f"of 0/1 labels; found {sorted(keys)}")
-    X, y = np.asarray(data["X"], dtype=np.float32), np.asarray(data["y"])
-    if X.ndim != 3:
-        raise stays.StayFormatError(f"{path}: X must be (N, T, F), got shape {X.shape}")
-    if y.shape != (len(X),):
-        raise stays.StayFormatError(f"{path}: y must have shape ({len(X)},), got {y.shape}")
-    if not np.isfinite(X).all():
-        raise stays.StayFormatError(f"{path}: X has NaN/inf in {int((~np.isfinite(X)).any(axis=(1, 2)).sum())} "
-                                    f"samples; impute first (the model needs complete input)")
-    if not set(np.unique(y).tolist()) <= {0, 1}:
-        raise stays.StayFormatError(f"{path}: y must hold 0/1 labels, found {np.unique(y)[:10].tolist()}")
-    # Standardise with the training rows, so models see the same scale as PhysioNet's.
-    split = np.full(len(y), "train", dtype="<U5")
-    is_test = stays.stratified_split(y, 0.2, seed=0)
-    split[is_test] = "test"
-    rest = np.flatnonzero(~is_test)
-    split[rest[stays.stratified_split(y[rest], 0.125, seed=1)]] = "val"
-    mean = X[split == "train"].mean(axis=(0, 1))
-    sd = X[split == "train"].std(axis=(0, 1)) + 1e-6
-    channels = tuple(f"f{j}" for j in range(X.shape[2]))
-    return {"X": (X - mean) / sd, "y": y, "split": split}, None, channels
-
-
-def describe(sources: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Cohort overview and per-channel table of each source; also returns the stays files loaded.
-
-    A user's own (X, y) file has no physical units or mask: it gets counts and model-space means only.
-    """
-    overview, per_channel, loaded = [], [], {}
-    for name, path in sources.items():
-        if "X_raw" in stays.read_npz(path):
-            loaded[name] = arrays = stays.load_stays(path)
-            overview.append(stays.cohort_overview(arrays, name))
-            per_channel.append(stays.cohort_summary(arrays, name))
-        else:
-            arrays, _, channels = _load_single(Path(path))
-            X, y = arrays["X"], arrays["y"]
-            overview.append({"dataset": name, "stays": len(y), "positive_rate": float(y.mean()),
-                             "hours": X.shape[1], "features": X.shape[2]})
-            per_channel.append(pd.DataFrame({"dataset": name, "channel": channels,
-                                             "mean_negative": X[y == 0].mean(axis=(0, 1)),
-                                             "mean_positive": X[y == 1].mean(axis=(0, 1))}))
-    return pd.DataFrame(overview), pd.concat(per_channel, ignore_index=True), loaded
-
-
 # ---- files --------------------------------------------------------------------------------------
 
 def paths(outputs: str | Path) -> dict[str, Path]:
@@ -207,9 +59,6 @@ def load_synthetic(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def train_guide_classifier(real: RealData, profile: Profile, out_dir: Path, seed: int = 0, device=None,
                            progress: bool = True):
     """f_theta for one task: trained on real train stays, selected on real validation stays."""
-    from tardiff.classifier import predict_proba, save_classifier, train_classifier
-    from tardiff.evaluate import binary_metrics
-
     seed_everything(seed)
     start = time.perf_counter()
     model, history = train_classifier(real.X_train, real.y_train, real.X_val, real.y_val,
@@ -227,9 +76,7 @@ def train_guide_classifier(real: RealData, profile: Profile, out_dir: Path, seed
 def train_diffusion_model(X: np.ndarray, y: np.ndarray | None, profile: Profile, path: Path, seed: int = 0,
                           device=None, progress: bool = True):
     """Unconditional DDPM (y=None) or class-conditional for classifier-free guidance; resumes from checkpoints."""
-    from dataclasses import replace
 
-    from tardiff.diffusion import save_diffusion, train_diffusion
 
     unet = profile.unet if y is None else replace(profile.unet, num_classes=2)
     start = time.perf_counter()
@@ -247,8 +94,6 @@ def train_diffusion_model(X: np.ndarray, y: np.ndarray | None, profile: Profile,
 def build_references(real: RealData, profile: Profile, models_dir: Path, seed: int = 0, device=None,
                      progress: bool = True) -> dict:
     """Cross-fit influence references of one task -> outputs/models/influence_<task>.pt (see tardiff.methods)."""
-    from tardiff import methods
-
     return methods.build_references(real, profile, models_dir / f"influence_{real.task}.pt", seed=seed,
                                     device=device, progress=progress)
 
@@ -256,8 +101,6 @@ def build_references(real: RealData, profile: Profile, models_dir: Path, seed: i
 def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: Path, seed: int = 0,
                    device=None, progress: bool = True, names=None) -> dict[str, Path]:
     """Every registered method's synthetic set of one task (the real training set's count per label)."""
-    from tardiff import methods
-
     sampler = methods.Sampler(real, profile, models_dir, seed=seed, device=device, progress=progress)
     written = {}
     for name in names or methods.methods():
@@ -274,8 +117,6 @@ def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: 
 def backbone_preview(real: RealData, profile: Profile, models_dir: Path, n_per_label: int = 8, seed: int = 0,
                      device=None) -> tuple[np.ndarray, np.ndarray]:
     """A few unguided draws of the class-conditional model per label (notebook 03's look at generated stays)."""
-    from tardiff.diffusion import GaussianDiffusion, ddim_sample, load_diffusion
-
     model = load_diffusion(models_dir / f"cfg_{real.task}.pt", device=get_device(device))
     y = np.repeat([0, 1], n_per_label)
     X = ddim_sample(model, GaussianDiffusion(profile.diffusion), y, steps=profile.ddim_steps, eta=profile.ddim_eta,
@@ -288,10 +129,6 @@ def guidance_sanity(real: RealData, profile: Profile, models_dir: Path, method: 
     """What guidance does to one batch: the same noise and labels drawn by the backbone (`cfg`) and by
     `method`; per draw f_theta's AUROC against the labels, the mean influence on the guidance folds, and the
     RMS shift from the backbone's stays (model-space sd)."""
-    from tardiff import guidance, methods
-    from tardiff.classifier import predict_proba
-    from tardiff.evaluate import auroc
-
     sampler = methods.Sampler(real, profile, models_dir, seed=seed, device=device, progress=False, n=n)
     pairs = methods.reference_pairs(sampler.references, "guide", sampler.device)
     X0, y0, _ = sampler.sample("cfg")
@@ -305,7 +142,6 @@ def guidance_sanity(real: RealData, profile: Profile, models_dir: Path, method: 
 
 
 def load_method_sets(synthetic_dir: Path, names=None) -> dict:
-    from tardiff import methods
 
     return {name: load_synthetic(synthetic_dir / f"{name}.npz") for name in names or methods.methods()}
 
@@ -315,7 +151,6 @@ def load_method_sets(synthetic_dir: Path, names=None) -> dict:
 @dataclass
 class Fitted:
     """One task's synthetic sets and the downstream models trained on each (GRU), kept for scoring."""
-
     real: RealData
     sets: dict
     config: object            # evaluate.EvalConfig
@@ -325,13 +160,11 @@ class Fitted:
 def fit_all(real: RealData, profile: Profile, synthetic_dir: Path, seed: int = 0, device=None,
             progress: bool = True) -> Fitted:
     """Downstream models (n_seeds each) on the real training set and on every synthetic set."""
-    from tqdm.auto import tqdm
 
-    from tardiff import evaluate
 
     config = evaluate.EvalConfig.from_profile(profile, seed=seed, device=device)
     sets = load_method_sets(synthetic_dir)
-    splits = evaluate.as_real_splits(real)
+    splits = real
     models = {}
     for name in tqdm(["real", *sets], desc=f"{real.task}: downstream models", disable=not progress):
         X, y = (real.X_train, real.y_train) if name == "real" else sets[name]
@@ -344,13 +177,11 @@ def selection_table(fitted: Fitted) -> pd.DataFrame:
 
     Criterion: validation AUROC + AUPRC, mean over seeds. The test set plays no part.
     """
-    from tardiff import evaluate, methods
-
     rows = []
     for name in ["real", *fitted.sets]:
         method = methods.REGISTRY.get(name)
         probas = evaluate.predict_seeds(fitted.models[name], fitted.real.X_val, fitted.config)
-        per_seed = np.array([(evaluate.auroc(fitted.real.y_val, p), evaluate.auprc(fitted.real.y_val, p))
+        per_seed = np.array([(metrics.auroc(fitted.real.y_val, p), metrics.auprc(fitted.real.y_val, p))
                              for p in probas])
         rows.append({"task": fitted.real.task, "method": name, "role": method.role if method else "real",
                      "val_auroc_mean": per_seed[:, 0].mean(), "val_auroc_sd": per_seed[:, 0].std(ddof=1),
@@ -375,15 +206,11 @@ def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, model
                 device=None, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Everything read off the test set for one task, once: TSTR (GRU and a 1D CNN downstream), paired
     differences against each method's baseline, TSRTR, fidelity, privacy and guidance diagnostics."""
-    from dataclasses import replace
 
-    from tqdm.auto import tqdm
 
-    from tardiff import evaluate, methods
-    from tardiff.classifier import ClassifierConfig
 
     real, task = fitted.real, fitted.real.task
-    splits = evaluate.as_real_splits(real)
+    splits = real
     chosen = selected_method(selection, task)
     sets = {"tardiff": fitted.sets[chosen], **fitted.sets}
     models = {"tardiff": fitted.models[chosen], **fitted.models}
@@ -410,7 +237,7 @@ def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, model
                               "n_synthetic": n_syn, "n_test": len(real.y_test)})
             base = baselines.get(name)
             if base:
-                diff = evaluate.paired_difference(real.y_test, p, by_name[base], n_boot=profile.bootstrap, seed=seed)
+                diff = metrics.paired_difference(real.y_test, p, by_name[base], n_boot=profile.bootstrap, seed=seed)
                 paired_rows += [{"task": task, "method": name, "baseline": base, "metric": metric, "diff": d,
                                  "ci_low": lo, "ci_high": hi, "downstream": arch} for metric, (d, lo, hi) in diff.items()]
     tstr = pd.DataFrame(tstr_rows)
@@ -420,16 +247,16 @@ def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, model
     real_row = gru_tstr[gru_tstr["method"] == "real"][list(tsrtr.columns.intersection(gru_tstr.columns))]
     tsrtr = pd.concat([real_row.assign(alpha=0.0), tsrtr], ignore_index=True)
     unique = {name: xy for name, xy in fitted.sets.items()}
-    fid_config = evaluate.FidelityConfig(epochs=profile.fidelity_epochs, seed=seed, device=device)
-    fidelity = evaluate.fidelity_table(unique, real.X_train, real.X_test, config=fid_config, channels=real.channels,
+    fid_config = fidelity.FidelityConfig(epochs=profile.fidelity_epochs, seed=seed, device=device)
+    fidelity_rows = fidelity.fidelity_table(unique, real.X_train, real.X_test, config=fid_config, channels=real.channels,
                                        n_seeds=profile.fidelity_seeds)
-    fidelity = _with_selected(fidelity, chosen).assign(task=task)
-    privacy = _with_selected(evaluate.privacy_table(unique, real.X_train, real.X_val, seed=seed, device=device),
+    fidelity_rows = _with_selected(fidelity_rows, chosen).assign(task=task)
+    privacy = _with_selected(fidelity.privacy_table(unique, real.X_train, real.X_val, seed=seed, device=device),
                              chosen).assign(task=task)
     diagnostics = guidance_diagnostics(real, sets, models_dir, device=device)
     paired = pd.DataFrame(paired_rows)
-    return {"tstr": tstr, "tsrtr": tsrtr, "paired": paired, "fidelity": fidelity, "privacy": privacy,
-            "diagnostics": diagnostics, "ablation": ablation_table(tstr, paired, diagnostics, fidelity)}
+    return {"tstr": tstr, "tsrtr": tsrtr, "paired": paired, "fidelity": fidelity_rows, "privacy": privacy,
+            "diagnostics": diagnostics, "ablation": ablation_table(tstr, paired, diagnostics, fidelity_rows)}
 
 
 def _with_selected(frame: pd.DataFrame, chosen: str) -> pd.DataFrame:
@@ -438,24 +265,11 @@ def _with_selected(frame: pd.DataFrame, chosen: str) -> pd.DataFrame:
 
 
 def guidance_diagnostics(real: RealData, sets: dict, models_dir: Path, device=None) -> pd.DataFrame:
-    """Does guidance do what it optimises? Per set: f_theta's AUROC against the set's labels (does the guiding
-    classifier agree with them?) and the mean influence g_iᵀG on the held-out guidance folds (cross-fit)."""
-    from tardiff import guidance, methods
-    from tardiff.classifier import load_classifier, predict_proba
-    from tardiff.evaluate import auroc
-
+    """`evaluate.guidance_diagnostics` with f_theta and the held-out guidance folds of this task's models."""
     device = get_device(device)
     classifier = load_classifier(models_dir / f"classifier_{real.task}.pt", device=device)
     references = torch.load(models_dir / f"influence_{real.task}.pt", map_location="cpu", weights_only=False)
-    pairs = methods.reference_pairs(references, "guide", device)
-    rows = []
-    for name, (X, y) in {"real (train)": (real.X_train, real.y_train), **sets}.items():
-        scores = guidance.pair_scores(pairs, X, y, "dot")
-        rows.append({"task": real.task, "method": name,
-                     "f_theta_auroc_vs_labels": auroc(y, predict_proba(classifier, X, device=device)),
-                     "influence_mean": float(scores.mean()), "influence_label1": float(scores[y == 1].mean()),
-                     "influence_label0": float(scores[y == 0].mean())})
-    return pd.DataFrame(rows)
+    return evaluate.guidance_diagnostics(real, sets, classifier, methods.reference_pairs(references, "guide", device))
 
 
 def ablation_table(tstr: pd.DataFrame, paired: pd.DataFrame, diagnostics: pd.DataFrame,
@@ -489,8 +303,6 @@ TABLES = ("tstr", "tsrtr", "paired", "ablation", "fidelity", "privacy", "diagnos
 
 def write_results(results: dict[str, dict], tables_dir: Path) -> dict[str, pd.DataFrame]:
     """Stack the per-task frames and write outputs/tables/<name>.{csv,md}."""
-    from tardiff import evaluate
-
     stacked = {name: pd.concat([r[name] for r in results.values()], ignore_index=True) for name in TABLES}
     for name, frame in stacked.items():
         if name == "tstr":  # the paper's layout, one table per downstream architecture
@@ -505,8 +317,6 @@ def write_results(results: dict[str, dict], tables_dir: Path) -> dict[str, pd.Da
 
 def plot_task(real: RealData, sets: dict, result: dict, figures_dir: Path, seed: int = 0) -> None:
     """Every per-task figure of the paper companion."""
-    from tardiff import plots
-
     main = {name: sets[name] for name in ("ddpm", "cfg", "classifier_guidance", "tardiff")}
     figures_dir = Path(figures_dir)
     plots.pca(real.X_train, main, figures_dir / f"pca_{real.task}.png", seed=seed, title=real.task)

@@ -104,14 +104,14 @@ def test_extractor_command_line_exits_with_one_line(tmp_path):
 
 
 def test_a_data_folder_with_set_a_only_says_set_b_is_missing(archives, tmp_path):
-    from tardiff import pipeline
+    from tardiff import real_data
     from tardiff.config import get_profile
 
     (archives / "set-b.tar.gz").unlink()
     (archives / "Outcomes-b.txt").unlink()
     data.extract(archives, tmp_path / "data")
     with pytest.raises(FileNotFoundError, match="no set-b.npz.*lacks set-b.tar.gz"):
-        pipeline.load_real(tmp_path / "data", "mortality", get_profile("smoke"))
+        real_data.load_real(tmp_path / "data", "mortality", get_profile("smoke"))
 
 
 @pytest.mark.parametrize("name, make, message", [
@@ -122,13 +122,13 @@ def test_a_data_folder_with_set_a_only_says_set_b_is_missing(archives, tmp_path)
     ("pickled.npz", lambda p: np.savez(p, X=np.array([{"a": 1}], dtype=object), y=np.zeros(1)), "pickled"),
 ])
 def test_own_dataset_files_for_the_batch_get_one_line_errors(tmp_path, name, make, message):
-    from tardiff import pipeline, stays
+    from tardiff import real_data, stays
     from tardiff.config import get_profile
 
     path = tmp_path / name
     make(path)
     with pytest.raises(stays.StayFormatError, match=message) as error:
-        pipeline.load_real(path, "label", get_profile("smoke"))
+        real_data.load_real(path, "label", get_profile("smoke"))
     assert name in str(error.value) and "allow_pickle" not in str(error.value)
 
 

@@ -1,6 +1,4 @@
 """Evaluation: metrics against sklearn/loops, TSTR/TSRTR protocol, tables, fidelity and privacy sanity."""
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +6,9 @@ from scipy.stats import wasserstein_distance
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tardiff import evaluate as ev
+from tardiff import fidelity as fid
+from tardiff import metrics
+from tardiff.real_data import RealData
 
 T, F = 24, 8
 
@@ -28,7 +29,7 @@ def real_splits(n_train=200, n_val=80, n_test=200):
     X_tr, y_tr = ar1_stays(n_train, 1)
     X_va, y_va = ar1_stays(n_val, 2)
     X_te, y_te = ar1_stays(n_test, 3)
-    return ev.RealSplits(X_tr, y_tr, X_va, y_va, X_te, y_te)
+    return RealData(X_tr, y_tr, X_va, y_va, X_te, y_te)
 
 
 class MeanModel:
@@ -60,8 +61,8 @@ def test_row_metrics_equal_sklearn_with_ties():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, size=(40, 60))
     p = rng.integers(0, 7, size=(40, 60)).astype(float)  # many ties
-    np.testing.assert_allclose(ev._auroc_rows(y, p), [roc_auc_score(a, b) for a, b in zip(y, p)], atol=1e-12)
-    np.testing.assert_allclose(ev._auprc_rows(y, p), [average_precision_score(a, b) for a, b in zip(y, p)],
+    np.testing.assert_allclose(metrics._auroc_rows(y, p), [roc_auc_score(a, b) for a, b in zip(y, p)], atol=1e-12)
+    np.testing.assert_allclose(metrics._auprc_rows(y, p), [average_precision_score(a, b) for a, b in zip(y, p)],
                                atol=1e-12)
 
 
@@ -69,7 +70,7 @@ def test_binary_metrics_equal_sklearn():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
     p = rng.random(300) + 0.3 * y
-    m = ev.binary_metrics(y, p)
+    m = metrics.binary_metrics(y, p)
     assert m["auroc"] == pytest.approx(roc_auc_score(y, p))
     assert m["auprc"] == pytest.approx(average_precision_score(y, p))
     assert (m["n"], m["positives"]) == (300, int(y.sum()))
@@ -81,7 +82,7 @@ def test_bootstrap_ci_contains_estimate_and_shrinks_with_n():
     for n in (200, 5000):
         y = rng.integers(0, 2, n)
         p = rng.random(n) + 0.4 * y
-        ci = ev.bootstrap_ci(y, p, n_boot=400, seed=0)
+        ci = metrics.bootstrap_ci(y, p, n_boot=400, seed=0)
         for name, point in (("auroc", roc_auc_score(y, p)), ("auprc", average_precision_score(y, p))):
             assert ci[name][0] <= point <= ci[name][1]
         widths.append(ci["auroc"][1] - ci["auroc"][0])
@@ -113,12 +114,14 @@ def test_unknown_labels_are_dropped_and_counted():
     real = real_splits()
     y_test = real.y_test.copy()
     y_test[:7] = -1
-    splits = ev.RealSplits(real.X_train, real.y_train, real.X_val, real.y_val, real.X_test, y_test)
-    assert splits.excluded == {"train": 0, "val": 0, "test": 7} and len(splits.y_test) == len(y_test) - 7
-    upstream = SimpleNamespace(X_train=real.X_train, y_train=real.y_train, X_val=real.X_val, y_val=real.y_val,
-                               X_test=real.X_test, y_test=real.y_test, dropped={"train_unknown_label": 5,
-                                                                               "train_subsampled_by_profile": 9})
-    assert ev.as_real_splits(upstream).n_excluded == 5
+    splits = RealData(real.X_train, real.y_train, real.X_val, real.y_val, real.X_test, y_test,
+                      dropped={"train_unknown_label": 5, "train_subsampled_by_profile": 9})
+    assert splits.dropped["test_unknown_label"] == 7 and len(splits.y_test) == len(y_test) - 7
+    assert splits.n_excluded == 12  # unknown labels, not the profile's subsampling
+    with pytest.raises(ValueError, match="labels must be 0, 1 or -1"):
+        RealData(real.X_train, real.y_train + 2, real.X_val, real.y_val, real.X_test, real.y_test)
+    with pytest.raises(ValueError, match="both classes"):
+        RealData(real.X_train, real.y_train, real.X_val, np.zeros_like(real.y_val), real.X_test, real.y_test)
 
 
 # --------------------------------------------------------------------------- TSTR / TSRTR
@@ -198,14 +201,14 @@ def test_write_tables_csv_columns_and_paper_markdown(tmp_path):
 
 # --------------------------------------------------------------------------- fidelity
 
-FAST = ev.FidelityConfig(hidden=8, epochs=8, batch_size=64, lr=1e-2, device="cpu")
+FAST = fid.FidelityConfig(hidden=8, epochs=8, batch_size=64, lr=1e-2, device="cpu")
 
 
 def test_discriminative_score_copy_near_zero_noise_near_half():
     X_train, _ = ar1_stays(300, 20)
     X_holdout, _ = ar1_stays(300, 21)
-    copy = ev.discriminative_score(X_holdout, X_train.copy(), FAST)
-    noise = ev.discriminative_score(X_holdout, np.random.default_rng(0).normal(size=X_train.shape), FAST)
+    copy = fid.discriminative_score(X_holdout, X_train.copy(), FAST)
+    noise = fid.discriminative_score(X_holdout, np.random.default_rng(0).normal(size=X_train.shape), FAST)
     assert copy < 0.1  # chance level: sd of accuracy on 300 held-out stays is ~.03
     assert noise > 0.4
 
@@ -213,8 +216,8 @@ def test_discriminative_score_copy_near_zero_noise_near_half():
 def test_predictive_score_prefers_realistic_training_data():
     X_real, _ = ar1_stays(200, 21)
     X_test, _ = ar1_stays(100, 22)
-    realistic = ev.predictive_score(X_real, X_test, FAST)
-    noise = ev.predictive_score(np.random.default_rng(0).normal(size=X_real.shape), X_test, FAST)
+    realistic = fid.predictive_score(X_real, X_test, FAST)
+    noise = fid.predictive_score(np.random.default_rng(0).normal(size=X_real.shape), X_test, FAST)
     assert 0 < realistic < noise
 
 
@@ -222,27 +225,27 @@ def test_marginal_distance_matches_scipy_and_detects_shift():
     X_real, _ = ar1_stays(50, 23)
     X_syn, _ = ar1_stays(70, 24)
     expected = [wasserstein_distance(X_real[..., j].ravel(), X_syn[..., j].ravel()) for j in range(F)]
-    np.testing.assert_allclose(ev.marginal_distance(X_real, X_syn), expected)
-    np.testing.assert_allclose(ev.marginal_distance(X_real, X_real + 0.5), 0.5, atol=1e-5)
+    np.testing.assert_allclose(fid.marginal_distance(X_real, X_syn), expected)
+    np.testing.assert_allclose(fid.marginal_distance(X_real, X_real + 0.5), 0.5, atol=1e-5)
 
 
 def test_autocorrelation_matches_loop_and_distance_zero_for_identical():
     X, _ = ar1_stays(30, 25)
-    acf = ev.autocorrelation(X, max_lag=3)
+    acf = fid.autocorrelation(X, max_lag=3)
     j, k = 2, 3
     values = X[..., j].astype(np.float64)
     centred = values - values.mean()
     pairs = [centred[i, t] * centred[i, t + k] for i in range(len(X)) for t in range(T - k)]
     assert acf[k - 1, j] == pytest.approx(np.mean(pairs) / np.mean(centred ** 2))
-    assert ev.autocorrelation_distance(X, X.copy()) == 0.0
+    assert fid.autocorrelation_distance(X, X.copy()) == 0.0
     noise = np.random.default_rng(0).normal(size=X.shape)  # AR(0.9) against white noise: ~.74 apart
-    assert ev.autocorrelation_distance(X, noise) > 0.5
+    assert fid.autocorrelation_distance(X, noise) > 0.5
 
 
 def test_fidelity_table_one_row_per_method():
     X_real, y = ar1_stays(80, 26)
-    df = ev.fidelity_table({"ddpm": (X_real, y), "tardiff": (X_real + 1, y)}, X_real, X_real[:40],
-                           ev.FidelityConfig(hidden=8, epochs=1, device="cpu"))
+    df = fid.fidelity_table({"ddpm": (X_real, y), "tardiff": (X_real + 1, y)}, X_real, X_real[:40],
+                           fid.FidelityConfig(hidden=8, epochs=1, device="cpu"))
     assert df["method"].tolist() == ["ddpm", "tardiff"] and "marginal_HR" in df.columns
     assert df["marginal_distance"].iloc[0] == 0 and df["marginal_distance"].iloc[1] == pytest.approx(1, abs=1e-5)
 
@@ -253,19 +256,19 @@ def test_nearest_distance_matches_loop():
     rng = np.random.default_rng(5)
     A, B = rng.normal(size=(37, 4, 3)), rng.normal(size=(23, 4, 3))
     expected = [min(np.linalg.norm(a.ravel() - b.ravel()) for b in B) for a in A]
-    np.testing.assert_allclose(ev.nearest_distance(A, B, chunk=8, device="cpu"), expected, rtol=1e-9)
+    np.testing.assert_allclose(fid.nearest_distance(A, B, chunk=8, device="cpu"), expected, rtol=1e-9)
 
 
 def test_copying_training_data_gives_zero_dcr_and_leaks_membership():
     X_train, _ = ar1_stays(150, 30)
     X_holdout, _ = ar1_stays(100, 31)
-    out = ev.dcr(X_train.copy(), X_train, X_holdout, device="cpu")
+    out = fid.dcr(X_train.copy(), X_train, X_holdout, device="cpu")
     assert out["dcr_syn_median"] == 0 and out["dcr_syn_p5"] == 0 and out["dcr_holdout_median"] > 0
     assert out["dcr_ratio"] == 0
-    assert ev.membership_inference_auc(X_train.copy(), X_train, X_holdout, device="cpu") > 0.95
+    assert fid.membership_inference_auc(X_train.copy(), X_train, X_holdout, device="cpu") > 0.95
     fresh, _ = ar1_stays(150, 32)  # same process, never saw the training stays
-    assert abs(ev.membership_inference_auc(fresh, X_train, X_holdout, device="cpu") - 0.5) < 0.15
-    table = ev.privacy_table({"copy": (X_train, None)}, X_train, X_holdout, device="cpu")
+    assert abs(fid.membership_inference_auc(fresh, X_train, X_holdout, device="cpu") - 0.5) < 0.15
+    table = fid.privacy_table({"copy": (X_train, None)}, X_train, X_holdout, device="cpu")
     assert table.columns.tolist() == ["method", "dcr_syn_median", "dcr_syn_p5", "dcr_holdout_median",
                                       "dcr_holdout_p5", "dcr_ratio", "mia_auc"]
 
@@ -279,13 +282,13 @@ def test_paired_difference_equals_per_seed_sklearn_and_is_zero_against_itself():
     y = (rng.random(300) < 0.3).astype(int)
     a = rng.random((3, 300)) + 0.3 * y
     b = rng.random((3, 300)) + 0.1 * y
-    out = ev.paired_difference(y, a, b, n_boot=200, seed=1)
+    out = metrics.paired_difference(y, a, b, n_boot=200, seed=1)
     want = np.mean([roc_auc_score(y, p) - roc_auc_score(y, q) for p, q in zip(a, b)])
     assert out["auroc"][0] == pytest.approx(want, abs=1e-12)
     want = np.mean([average_precision_score(y, p) - average_precision_score(y, q) for p, q in zip(a, b)])
     assert out["auprc"][0] == pytest.approx(want, abs=1e-12)
     assert out["auroc"][1] < out["auroc"][0] < out["auroc"][2]
-    same = ev.paired_difference(y, a, a, n_boot=50)
+    same = metrics.paired_difference(y, a, a, n_boot=50)
     assert same["auroc"] == (0.0, 0.0, 0.0) and same["auprc"] == (0.0, 0.0, 0.0)
 
 
@@ -295,15 +298,15 @@ def test_paired_ci_covers_the_truth_on_a_known_gap():
     y = (rng.random(2000) < 0.2).astype(int)
     noise = rng.normal(size=(2, 2000))
     strong, weak = noise + 1.0 * y, noise + 0.3 * y
-    assert ev.paired_difference(y, strong, weak, n_boot=300)["auroc"][1] > 0
+    assert metrics.paired_difference(y, strong, weak, n_boot=300)["auroc"][1] > 0
     other_weak = rng.normal(size=(2, 2000)) + 0.3 * y  # as good as `weak`, independent noise
-    low, high = ev.paired_difference(y, other_weak, weak, n_boot=300)["auroc"][1:]
+    low, high = metrics.paired_difference(y, other_weak, weak, n_boot=300)["auroc"][1:]
     assert low <= 0 <= high
 
 
 def test_paired_difference_needs_matching_shapes():
     with pytest.raises(ValueError, match="n_seeds"):
-        ev.paired_difference(np.array([0, 1, 0]), np.zeros((2, 3)), np.zeros((3, 3)))
+        metrics.paired_difference(np.array([0, 1, 0]), np.zeros((2, 3)), np.zeros((3, 3)))
 
 
 def test_fit_then_predict_equals_downstream_protocol():
@@ -324,7 +327,7 @@ def test_discriminative_scores_over_seeds_report_spread():
 
     real, _ = ar1_stays(120, 50)
     syn, _ = ar1_stays(120, 51, shift=1.5)
-    config = ev.FidelityConfig(hidden=8, epochs=3, device="cpu")
-    mean, sd = ev.discriminative_scores(real, syn, config, n_seeds=3)
-    each = [ev.discriminative_score(real, syn, replace(config, seed=i)) for i in range(3)]
+    config = fid.FidelityConfig(hidden=8, epochs=3, device="cpu")
+    mean, sd = fid.discriminative_scores(real, syn, config, n_seeds=3)
+    each = [fid.discriminative_score(real, syn, replace(config, seed=i)) for i in range(3)]
     assert mean == pytest.approx(np.mean(each)) and sd == pytest.approx(np.std(each, ddof=1))

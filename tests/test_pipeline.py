@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tardiff import pipeline, stays
+from tardiff import real_data, stays
 from tardiff.config import get_profile
 from tardiff.reproduce import reproduce
 
@@ -26,8 +26,8 @@ def _user_npz(path, n=200, seed=0, **overrides):
 
 def test_user_dataset_splits_and_standardises(tmp_path):
     path = _user_npz(tmp_path / "mine.npz")
-    assert pipeline.tasks_for(path, ("mortality", "long_stay")) == ("label",)
-    real = pipeline.load_real(path, "label", get_profile("default"))
+    assert real_data.tasks_for(path, ("mortality", "long_stay")) == ("label",)
+    real = real_data.load_real(path, "label", get_profile("default"))
     assert len(real.y_train) + len(real.y_val) + len(real.y_test) == 200
     assert abs(real.y_test.mean() - real.y_train.mean()) < 0.05  # stratified
     assert abs(real.X_train.mean()) < 0.05 and abs(real.X_train.std() - 1) < 0.05
@@ -43,7 +43,7 @@ def test_user_dataset_splits_and_standardises(tmp_path):
 def test_user_dataset_errors_name_the_file_and_problem(tmp_path, overrides, message):
     path = _user_npz(tmp_path / "bad.npz", **overrides)
     with pytest.raises(stays.StayFormatError, match="bad.npz") as error:
-        pipeline.load_real(path, "label", get_profile("default"))
+        real_data.load_real(path, "label", get_profile("default"))
     assert message in str(error.value)
 
 
@@ -51,23 +51,23 @@ def test_user_dataset_without_y_is_refused(tmp_path):
     path = tmp_path / "noy.npz"
     np.savez(path, X=np.zeros((5, 4, 2), np.float32))
     with pytest.raises(stays.StayFormatError, match="needs arrays `X`"):
-        pipeline.load_real(path, "label", get_profile("default"))
+        real_data.load_real(path, "label", get_profile("default"))
 
 
 def test_missing_dataset_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="run notebook 01"):
-        pipeline.load_real(tmp_path, "mortality", get_profile("default"))
+        real_data.load_real(tmp_path, "mortality", get_profile("default"))
 
 
 def test_physionet_fixture_dataset_keeps_set_b_as_test(tmp_path, fixture_dir):
     from tardiff import data
 
     written = data.extract(fixture_dir, tmp_path / "data")
-    real = pipeline.load_real(tmp_path / "data", "mortality", get_profile("default"))
+    real = real_data.load_real(tmp_path / "data", "mortality", get_profile("default"))
     set_b = stays.load_stays(written["set-b"])
     assert len(real.y_test) == len(set_b["y_mortality"])
     assert len(real.y_train) + len(real.y_val) == len(stays.load_stays(written["set-a"])["y_mortality"])
-    long_stay = pipeline.load_real(tmp_path / "data", "long_stay", get_profile("default"))
+    long_stay = real_data.load_real(tmp_path / "data", "long_stay", get_profile("default"))
     unknown = int((set_b["y_long_stay"] < 0).sum())
     assert long_stay.dropped.get("test_unknown_label", 0) == unknown
     assert len(long_stay.y_test) == len(set_b["y_long_stay"]) - unknown
@@ -84,7 +84,7 @@ def test_demo_extracts_load_in_the_pipeline(tmp_path, extractor):
     out = tmp_path / f"{extractor}.npz"
     getattr(module, f"extract_{extractor}")(folder, out, quiet=True)
     for task in ("mortality", "long_stay"):
-        real = pipeline.load_real(out, task, get_profile("smoke"))
+        real = real_data.load_real(out, task, get_profile("smoke"))
         assert real.X_train.shape[1:] == (24, 8) and np.isfinite(real.X_train).all()
     report = reproduce("smoke", dataset=str(out), outputs=str(tmp_path / "outputs"),
                        figures=str(tmp_path / "figures"), device="cpu",
