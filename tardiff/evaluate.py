@@ -25,7 +25,7 @@ from tardiff.classifier import ClassifierConfig, TrainConfig, predict_proba
 from tardiff.config import ALPHAS
 from tardiff.guidance import pair_scores
 from tardiff.metrics import auprc, auroc, bootstrap_ci
-from tardiff.utils import get_device
+from tardiff.utils import get_device, largest_remainder
 
 UTILITY_COLUMNS = ("task", "method", "auroc_mean", "auroc_sd", "auprc_mean", "auprc_sd", "n_seeds")
 TSTR_COLUMNS = UTILITY_COLUMNS
@@ -81,10 +81,7 @@ def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
         raise ValueError(f"asked for {n} synthetic stays but the set holds {len(y)}; generate at least "
                          f"alpha * n_real_train stays")
     labels, sizes = np.unique(y, return_counts=True)
-    exact = n * sizes / len(y)
-    take = np.floor(exact).astype(int)
-    # largest remainder, so the counts sum to n exactly
-    take[np.argsort(-(exact - take), kind="stable")[: n - take.sum()]] += 1
+    take = largest_remainder(sizes, n)
     rng = np.random.default_rng(seed)
     chosen = [rng.choice(np.flatnonzero(y == label), size=k, replace=False) for label, k in zip(labels, take)]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=int)

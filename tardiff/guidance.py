@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tardiff.utils import largest_remainder
+
 Hook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Gradient = dict  # parameter name (as in classifier.named_parameters()) -> tensor shaped like it
 
@@ -161,8 +163,8 @@ def _gru_backward(back, W_hh, dh_last=None, dhs=None):
     """Hand-written BPTT for one layer: δ of the pre-activations (D, B, T, ·), processing order.
 
     dh_last (D,B,H): gradient on each direction's final state; dhs (D,B,T,H): on every output.
-    Returns dgh = δ(W_hh h + b_hh) (D,B,T,3H) and dn (D,B,T,H); δ(W_ih x + b_ih) is
-    [dgh[..., :2H], dn] (the n gate's recurrent part is scaled by r, its input part is not).
+    Returns d_recurrent = δ(W_hh h + b_hh) (D,B,T,3H) and d_new_input (D,B,T,H); δ(W_ih x + b_ih) is
+    [d_recurrent[..., :2H], d_new_input] (the n gate's recurrent part is scaled by r, its input part is not).
     """
     z, C = back["z"], back["C"]
     T = len(z)
@@ -180,11 +182,11 @@ def _gru_backward(back, W_hh, dh_last=None, dhs=None):
     return torch.stack(dghs, 2), torch.stack(dns, 2)
 
 
-def _gi_matmul(drz, dn, M):
-    """[drz, dn] @ M over all steps: (D,B,T,2H), (D,B,T,H), M (D,3H,k) -> (D,B,T,k)."""
-    D, B, T, H = dn.shape
-    out = torch.bmm(dn.reshape(D, B * T, H), M[:, 2 * H:])
-    return torch.baddbmm(out, drz.reshape(D, B * T, 2 * H), M[:, :2 * H]).view(D, B, T, -1)
+def _gi_matmul(d_reset_update, d_new_input, M):
+    """[d_reset_update, d_new_input] @ M over all steps: (D,B,T,2H), (D,B,T,H), M (D,3H,k) -> (D,B,T,k)."""
+    D, B, T, H = d_new_input.shape
+    out = torch.bmm(d_new_input.reshape(D, B * T, H), M[:, 2 * H:])
+    return torch.baddbmm(out, d_reset_update.reshape(D, B * T, 2 * H), M[:, :2 * H]).view(D, B, T, -1)
 
 
 def _rowdot(a, b):
@@ -200,50 +202,62 @@ def _gram(a):
 class _LayerTerms(torch.autograd.Function):
     """One GRU layer's share of ⟨g_i, G⟩ and ‖g_i‖², and δ on its input, from its δ.
 
-    Inputs (processing order): dgh = δ(W_hh h + b_hh) (D,B,T,3H), dn = δ of the n gate's input
-    pre-activation (D,B,T,H), the layer's inputs Xp (D,B,T,in) and h_prev (D,B,T,H); the rest
-    are constants. δ(W_ih x + b_ih) = [drz, dn] with drz = dgh[..., :2H]; dnr = dgh[..., 2H:].
+    Inputs (processing order): d_recurrent = δ(W_hh h + b_hh) (D,B,T,3H), d_new_input = δ of the n gate's
+    input pre-activation (D,B,T,H), the layer's inputs Xp (D,B,T,in) and h_prev (D,B,T,H); the rest are
+    constants. δ(W_ih x + b_ih) = [d_reset_update, d_new_input] with d_reset_update = d_recurrent[..., :2H];
+    d_new_recurrent = d_recurrent[..., 2H:] (the n gate's recurrent part, scaled by r).
       ⟨g_i, G⟩ = Σ_t (δ G_W)·a_t + (Σ_t δ)·G_b over (W_ih, x) and (W_hh, h_prev);
-      ‖g_i‖² = Σ_ts Grz∘(Ka+Kh) + Gn∘Ka + Gnr∘Kh, G· = δ Grams, Ka = Xp Xpᵀ + 1, Kh = h_prev h_prevᵀ + 1
-    (ghost norm; +1 for biases). The backward is written out: fused matmuls, no split/cat passes.
+      ‖g_i‖² = Σ_ts gram_reset_update∘(gram_inputs + gram_states) + gram_new_input∘gram_inputs
+               + gram_new_recurrent∘gram_states,
+    with gram_* of the δ over time, gram_inputs = Xp Xpᵀ + 1 and gram_states = h_prev h_prevᵀ + 1 (ghost norm;
+    +1 for biases; docs/influence-guidance.md). The backward is written out: fused matmuls, no split/cat.
     """
 
     @staticmethod
-    def forward(ctx, dgh, dn, Xp, h_prev, W_ih, G_ih, G_hh, G_bih, G_bhh):
-        D, B, T, H = dn.shape
+    def forward(ctx, d_recurrent, d_new_input, Xp, h_prev, W_ih, G_ih, G_hh, G_bih, G_bhh):
+        D, B, T, H = d_new_input.shape
         n_in = Xp.shape[-1]
-        drz, dnr = dgh[..., :2 * H], dgh[..., 2 * H:]
-        both = _gi_matmul(drz, dn, torch.cat([W_ih, G_ih], 2))  # (D,B,T,2in): δ on the input and δ G_ih
-        dX, dG = both[..., :n_in], both[..., n_in:]
-        dH = torch.bmm(dgh.reshape(D, B * T, 3 * H), G_hh).view(D, B, T, H)
-        bias = torch.einsum("dbk,dk->b", dgh.sum(2), G_bhh) + torch.einsum("dbk,dk->b", drz.sum(2), G_bih[:, :2 * H]) \
-            + torch.einsum("dbk,dk->b", dn.sum(2), G_bih[:, 2 * H:])
-        num = _rowdot(dG, Xp) + _rowdot(dH, h_prev) + bias
-        Grz, Gn, Gnr = _gram(drz), _gram(dn), _gram(dnr)
-        Ka, Kh = _gram(Xp) + 1, _gram(h_prev) + 1
-        sq = _rowdot(Grz, Ka + Kh) + _rowdot(Gn, Ka) + _rowdot(Gnr, Kh)
-        ctx.save_for_backward(dgh, dn, Xp, h_prev, dG, dH, Grz, Gn, Gnr, Ka, Kh, W_ih, G_ih, G_hh, G_bih, G_bhh)
-        return num, sq, dX
+        d_reset_update, d_new_recurrent = d_recurrent[..., :2 * H], d_recurrent[..., 2 * H:]
+        # (D,B,T,2in): δ on the layer input and δ G_ih in one product
+        both = _gi_matmul(d_reset_update, d_new_input, torch.cat([W_ih, G_ih], 2))
+        d_layer_input, d_G_input = both[..., :n_in], both[..., n_in:]
+        d_G_hidden = torch.bmm(d_recurrent.reshape(D, B * T, 3 * H), G_hh).view(D, B, T, H)
+        bias = (torch.einsum("dbk,dk->b", d_recurrent.sum(2), G_bhh)
+                + torch.einsum("dbk,dk->b", d_reset_update.sum(2), G_bih[:, :2 * H])
+                + torch.einsum("dbk,dk->b", d_new_input.sum(2), G_bih[:, 2 * H:]))
+        num = _rowdot(d_G_input, Xp) + _rowdot(d_G_hidden, h_prev) + bias
+        gram_reset_update, gram_new_input = _gram(d_reset_update), _gram(d_new_input)
+        gram_new_recurrent = _gram(d_new_recurrent)
+        gram_inputs, gram_states = _gram(Xp) + 1, _gram(h_prev) + 1
+        sq = (_rowdot(gram_reset_update, gram_inputs + gram_states) + _rowdot(gram_new_input, gram_inputs)
+              + _rowdot(gram_new_recurrent, gram_states))
+        ctx.save_for_backward(d_recurrent, d_new_input, Xp, h_prev, d_G_input, d_G_hidden, gram_reset_update,
+                              gram_new_input, gram_new_recurrent, gram_inputs, gram_states, W_ih, G_ih, G_hh, G_bih,
+                              G_bhh)
+        return num, sq, d_layer_input
 
     @staticmethod
-    def backward(ctx, c_num, c_sq, g_dX):
-        dgh, dn, Xp, h_prev, dG, dH, Grz, Gn, Gnr, Ka, Kh, W_ih, G_ih, G_hh, G_bih, G_bhh = ctx.saved_tensors
-        D, B, T, H = dn.shape
+    def backward(ctx, grad_num, grad_sq, grad_d_layer_input):
+        (d_recurrent, d_new_input, Xp, h_prev, d_G_input, d_G_hidden, gram_reset_update, gram_new_input,
+         gram_new_recurrent, gram_inputs, gram_states, W_ih, G_ih, G_hh, G_bih, G_bhh) = ctx.saved_tensors
+        D, B, T, H = d_new_input.shape
         n_in = Xp.shape[-1]
-        u = c_num[None, :, None, None]
-        c2 = 2 * c_sq[None, :, None, None]  # Grams are symmetric: ∂ Σ K∘(a aᵀ) / ∂a = 2 K a
-        # δ-side: u (G_W a + G_b) from the numerator, g_dX W_ih from dX, 2 c K δ from the ghost norm
-        P = torch.bmm(torch.cat([u * Xp, g_dX], -1).view(D, B * T, 2 * n_in),
+        u = grad_num[None, :, None, None]
+        c2 = 2 * grad_sq[None, :, None, None]  # Grams are symmetric: ∂ Σ K∘(a aᵀ) / ∂a = 2 K a
+        # δ-side: u (G_W a + G_b) from the numerator, grad_d_layer_input W_ih from d_layer_input,
+        # 2 c K δ from the ghost norm
+        P = torch.bmm(torch.cat([u * Xp, grad_d_layer_input], -1).view(D, B * T, 2 * n_in),
                       torch.cat([G_ih, W_ih], 2).transpose(1, 2)).view(D, B, T, 3 * H)
-        d_dgh = torch.bmm((u * h_prev).view(D, B * T, H), G_hh.transpose(1, 2)).view(D, B, T, 3 * H)
-        d_dgh += u * G_bhh[:, None, None, :]
-        d_dgh += (c2 * Kh) @ dgh
-        d_dgh[..., :2 * H] += P[..., :2 * H] + u * G_bih[:, None, None, :2 * H] + (c2 * Ka) @ dgh[..., :2 * H]
-        d_dn = P[..., 2 * H:] + u * G_bih[:, None, None, 2 * H:] + (c2 * Ka) @ dn
+        grad_d_recurrent = torch.bmm((u * h_prev).view(D, B * T, H), G_hh.transpose(1, 2)).view(D, B, T, 3 * H)
+        grad_d_recurrent += u * G_bhh[:, None, None, :]
+        grad_d_recurrent += (c2 * gram_states) @ d_recurrent
+        grad_d_recurrent[..., :2 * H] += (P[..., :2 * H] + u * G_bih[:, None, None, :2 * H]
+                                          + (c2 * gram_inputs) @ d_recurrent[..., :2 * H])
+        grad_d_new_input = P[..., 2 * H:] + u * G_bih[:, None, None, 2 * H:] + (c2 * gram_inputs) @ d_new_input
         # input side: u δ G_W from the numerator, 2 c G a from the ghost norm
-        d_Xp = u * dG + (c2 * (Grz + Gn)) @ Xp
-        d_h_prev = u * dH + (c2 * (Grz + Gnr)) @ h_prev
-        return d_dgh, d_dn, d_Xp, d_h_prev, None, None, None, None, None
+        grad_Xp = u * d_G_input + (c2 * (gram_reset_update + gram_new_input)) @ Xp
+        grad_h_prev = u * d_G_hidden + (c2 * (gram_reset_update + gram_new_recurrent)) @ h_prev
+        return grad_d_recurrent, grad_d_new_input, grad_Xp, grad_h_prev, None, None, None, None, None
 
 
 def _influence_terms(classifier, G: Mapping[str, torch.Tensor], x, y):
@@ -273,12 +287,13 @@ def _influence_terms(classifier, G: Mapping[str, torch.Tensor], x, y):
         W_ih, W_hh, _, _ = layers[li]
         G_ih, G_hh, G_bih, G_bhh = glayers[li]
         Xp, back = saved[li]
-        dgh, dn = _gru_backward(back, W_hh, dh_last=dh_last if dhs is None else None, dhs=dhs)
-        num_l, sq_l, dXp = _LayerTerms.apply(dgh, dn, Xp, back["h_prev"], W_ih, G_ih, G_hh, G_bih, G_bhh)
+        d_recurrent, d_new_input = _gru_backward(back, W_hh, dh_last=dh_last if dhs is None else None, dhs=dhs)
+        num_l, sq_l, d_layer_input = _LayerTerms.apply(d_recurrent, d_new_input, Xp, back["h_prev"], W_ih, G_ih,
+                                                       G_hh, G_bih, G_bhh)
         num, sq = num + num_l, sq + sq_l
         if li > 0:  # δ on this layer's input = δ on the outputs of the layer below
-            dX = _flip_second(dXp).sum(0)  # (B, T, D*H) in original time order
-            dhs = _flip_second(dX.view(B, T, D, H).permute(2, 0, 1, 3))
+            d_below_outputs = _flip_second(d_layer_input).sum(0)  # (B, T, D*H) in original time order
+            dhs = _flip_second(d_below_outputs.view(B, T, D, H).permute(2, 0, 1, 3))
     return num, sq
 
 
@@ -434,11 +449,7 @@ def target_labels(y_train, n: int | Mapping | None = None, seed: int = 0) -> np.
         else:
             if int(n) < 0:
                 raise ValueError(f"n must be >= 0, got {n}")
-            exact = real / real.sum() * int(n)
-            base = np.floor(exact).astype(int)
-            order = np.argsort(-(exact - base), kind="stable")
-            base[order[:int(n) - base.sum()]] += 1
-            counts = dict(zip(labels.tolist(), base.tolist()))
+            counts = dict(zip(labels.tolist(), largest_remainder(real, int(n)).tolist()))
     dtype = y_train.dtype if y_train.size else np.int64
     out = np.concatenate([np.full(c, k, dtype=dtype) for k, c in counts.items()]) if counts else np.array([], dtype)
     return np.random.default_rng(seed).permutation(out)

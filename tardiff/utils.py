@@ -115,3 +115,12 @@ def save_model(path: str | os.PathLike, model, config_key: str, **extra) -> Path
                 "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "extra": extra}, tmp)
     os.replace(tmp, path)
     return path
+
+
+def largest_remainder(sizes, n: int) -> np.ndarray:
+    """`n` split in proportion to `sizes` as integers that sum to exactly `n` (largest remainder, ties by order)."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    exact = n * sizes / sizes.sum()
+    counts = np.floor(exact).astype(int)
+    counts[np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]] += 1
+    return counts
