@@ -12,13 +12,14 @@ functions the notebooks call; `sample` runs any registered method (`tardiff.meth
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tardiff import methods
+from tardiff import methods, pipeline, stays
 from tardiff.config import get_profile, with_overrides
 from tardiff.utils import to_jsonable, write_manifest
 
@@ -56,8 +57,6 @@ class TarDiff:
     def fit(self, X, y, models_dir: str | Path | None = None, val_fraction: float = 0.1,
             backbones=("cond", "uncond"), progress: bool = True) -> "TarDiff":
         """Train on (X, y): stratified `val_fraction` for early stopping, the rest for training."""
-        from tardiff import pipeline, stays
-
         X, y = _check_xy(X, y)
         if not 0.0 < val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
@@ -107,8 +106,6 @@ class TarDiff:
     # ---- persistence
     def save(self, folder: str | Path) -> Path:
         """Copy the fitted models and the state `load` needs to `folder`."""
-        import shutil
-
         folder = Path(folder)
         if self.models_dir is None:
             raise RuntimeError("nothing to save: call fit first")
@@ -163,8 +160,6 @@ def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
 def load_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) from a user's `.npz` (arrays X (N, T, F), y (N,)) or a stays `.npz` (its X_raw, imputed, and
     y_mortality); errors say what the file is and what is expected."""
-    from tardiff import stays
-
     path = Path(path)
     expected = "an .npz with arrays X (N, T, F) and y (N,) of 0/1 labels"
     if not path.exists():

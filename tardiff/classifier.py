@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
@@ -120,8 +121,6 @@ def _as_labels(y, n: int, name: str) -> torch.Tensor:
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     if len(np.unique(y)) < 2:
         return float("nan"), float("nan")
     return float(roc_auc_score(y, p)), float(average_precision_score(y, p))

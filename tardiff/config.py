@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 from tardiff.classifier import ClassifierConfig, TrainConfig
 from tardiff.diffusion import DiffusionConfig, DiffusionTrainConfig
@@ -116,8 +116,6 @@ def with_overrides(profile: Profile, **overrides) -> Profile:
 
 
 def _replace_path(obj, parts: list[str], value, key: str):
-    from dataclasses import fields, is_dataclass
-
     names = {f.name for f in fields(obj)} if is_dataclass(obj) else set()
     if parts[0] not in names:
         raise ValueError(f"unknown setting {key!r}; {type(obj).__name__} has {sorted(names)}")

@@ -10,9 +10,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import wasserstein_distance
 from torch import nn
 
 from tardiff.metrics import auroc
+from tardiff.stays import CHANNELS
 from tardiff.utils import get_device
 
 SyntheticSets = dict  # {method: (X_syn (N, T, F), y_syn (N,))}
@@ -120,8 +122,6 @@ def predictive_score(X_syn: np.ndarray, X_real_test: np.ndarray, config: Fidelit
 
 def marginal_distance(X_real: np.ndarray, X_syn: np.ndarray) -> np.ndarray:
     """(F,) 1-D Wasserstein distance between real and synthetic values of each channel (all hours pooled)."""
-    from scipy.stats import wasserstein_distance
-
     f = X_real.shape[-1]
     real, syn = np.asarray(X_real).reshape(-1, f), np.asarray(X_syn).reshape(-1, f)
     return np.array([wasserstein_distance(real[:, j], syn[:, j]) for j in range(f)])
@@ -148,8 +148,6 @@ def fidelity_table(synthetic: SyntheticSets, X_real_train: np.ndarray, X_real_te
     """One row per method: discriminative (vs real test, mean and sd over `n_seeds` discriminators, all
     stays), predictive (MAE on real test), marginal distance (mean and per channel, vs real train) and
     autocorrelation distance (vs real train). One protocol for every table."""
-    from tardiff.stays import CHANNELS
-
     config = config or FidelityConfig()
     n_channels = np.shape(X_real_train)[-1]
     if channels is None:

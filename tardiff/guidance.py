@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, grad, jvp, vjp
 
 from tardiff.utils import largest_remainder
 
@@ -496,8 +497,6 @@ def inverse_hvp(classifier: nn.Module, X, y, G: Gradient, damping: float = 0.01,
     (measured: relative residuals 0.2-1.6 after 30 iterations at λ = 0.01). Summed over batches, classifier
     in eval mode. Returns the solution and {iterations, relative_residual ‖(H+λI)v − G‖/‖G‖, damping, curvature}.
     """
-    from torch.func import functional_call, grad, jvp, vjp
-
     if curvature not in ("ggn", "hessian"):
         raise ValueError(f"curvature must be 'ggn' or 'hessian', got {curvature!r}")
 

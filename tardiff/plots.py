@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from sklearn.decomposition import PCA
 
 from tardiff.stays import UNITS
 
@@ -112,8 +113,6 @@ def trajectories(X_real, y_real, X_syn, y_syn, channels, path, preprocessor=None
 
 def pca(X_real, synthetic: dict, path, n_points: int = 1000, seed: int = 0, title: str | None = None) -> plt.Figure:
     """2-D PCA (fitted on real, stays flattened to T*F) of real and each synthetic set {method: (X, y)}."""
-    from sklearn.decomposition import PCA
-
     _style()
     rng = np.random.default_rng(seed)
     X_real = np.asarray(X_real)
