@@ -226,13 +226,12 @@ class Sampler:
         if method.guidance == "original":  # the original: unit G of the summed training loss, batch-coupled
             G = guidance_lib.train_grad(self.classifier, self.real.X_train, self.real.y_train)
             return guidance_lib.influence_guidance(self.classifier, G, normalize="batch")
-        pairs = self.pairs(method.reference)
         if method.score == "cos" and not method.normalize_step and method.reference == "train":
             # the previous version: cosine against the unit training-set gradient
             G = guidance_lib.train_grad(self.classifier, self.real.X_train, self.real.y_train)
             hook = guidance_lib.influence_guidance(self.classifier, G)
         else:
-            hook = guidance_lib.pair_influence_guidance(pairs, method.score)
+            hook = guidance_lib.pair_influence_guidance(self.pairs(method.reference), method.score)
         if method.normalize_step:
             n = min(512, len(self.real.y_train))
             hook = guidance_lib.normalized(hook, self.real.X_train[:n], self.real.y_train[:n])
