@@ -86,4 +86,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:  # e.g. run before the batch: say what is missing
+        raise SystemExit(f"f_theta_capacity: {error}") from None
