@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tardiff import evaluate, methods, metrics, pipeline
+from tardiff import evaluate, methods, metrics, pipeline, real_data
 from tardiff.classifier import load_classifier, predict_proba
 from tardiff.config import get_profile, with_overrides
 from tardiff.utils import write_manifest
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     models.mkdir(parents=True, exist_ok=True)
     rows = []
     for task in args.tasks:
-        real = pipeline.load_real(outputs / "data", task, profile, seed=args.seed)
+        real = real_data.load_real(outputs / "data", task, profile, seed=args.seed)
         for name in (f"cfg_{task}.pt", "ddpm.pt", f"influence_{task}.pt"):  # the default run's backbone
             link = models / name
             if not link.exists():
