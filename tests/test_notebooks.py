@@ -97,6 +97,12 @@ def test_smoke_reproduction_end_to_end(tmp_path):
                       device="auto", only=NOTEBOOKS[:4])
     assert [step["skipped"] for step in third.values()] == [True, True, True, False]
     assert np.load(synthetic)["X"].shape[0] > 0
+    # last: the experiment writes into the batch's tables, which a rerun would see as changed
+    from experiments.f_theta_capacity import main as f_theta_capacity  # reads the batch's outputs
+
+    f_theta_capacity(["--outputs", str(outputs), "--profile", "smoke", "--hidden", "8", "--layers", "2"])
+    capacity = pd.read_csv(outputs / "tables" / "f_theta_capacity.csv")
+    assert len(capacity) == 3 * len(tstr["task"].unique()) and capacity["test_auroc"].between(0, 1).all()
 
 
 def test_set_overrides_are_type_checked_and_recorded(tmp_path):
