@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tardiff import classifier
+from tardiff import classifier, grouped
 from tardiff.classifier import ClassifierConfig, TrainConfig, predict_proba
 from tardiff.config import ALPHAS
 from tardiff.guidance import pair_scores
@@ -110,6 +110,8 @@ class EvalConfig:
     ci_level: float = 0.95
     device: str | None = None
     progress: bool = False
+    grouped: bool = True             # train the seeds (and sets of one size) as one batched group: same models
+    max_group: int | None = None     # members per group; None: 4 on a CPU (cache-sized), 64 on a GPU
 
     def __post_init__(self):
         if self.n_seeds < 1:
@@ -129,26 +131,43 @@ def _resolve(train_fn, predict_fn):
     return train_fn, predict_fn
 
 
-def _downstream(make_train_set: Callable[[int], tuple], real, config: EvalConfig,
-                train_fn, predict_fn) -> dict:
-    """Train on `make_train_set(seed)` for each seed, select on real validation, score on real test."""
-    probas, n_train = [], []
-    for i in range(config.n_seeds):
-        X_tr, y_tr = make_train_set(config.seed + i)
-        one = replace(config, seed=config.seed + i, n_seeds=1)
-        probas.append(predict_seeds(fit_downstream(X_tr, y_tr, real, one, train_fn), real.X_test, one, predict_fn)[0])
-        n_train.append(len(y_tr))
-    return {**utility(real.y_test, np.stack(probas), config), "n_train": int(np.mean(n_train)),
-            "n_test": len(real.y_test), "n_excluded": real.n_excluded}
+def _downstream(makers: list, real, config: EvalConfig, train_fn, predict_fn) -> list[dict]:
+    """Per `make_train_set(seed)` in `makers`: train on it for each seed (all makers' models as one grouped
+    fit), select on real validation, score on real test."""
+    seeds = [config.seed + i for i in range(config.n_seeds)]
+    train_sets = [make(seed) for make in makers for seed in seeds]
+    models = fit_many(train_sets, real, config, seeds * len(makers), train_fn)
+    rows = []
+    for k in range(len(makers)):
+        chunk = slice(k * len(seeds), (k + 1) * len(seeds))
+        probas = predict_seeds(models[chunk], real.X_test, config, predict_fn)
+        rows.append({**utility(real.y_test, probas, config), "n_train": int(np.mean([len(y) for _, y in train_sets[chunk]])),
+                     "n_test": len(real.y_test), "n_excluded": real.n_excluded})
+    return rows
+
+
+def fit_many(train_sets: list, real, config: EvalConfig, seeds: list, train_fn=None) -> list:
+    """One downstream model per (X_train, y_train) in `train_sets`, seed `seeds[i]`, selected on real validation.
+
+    With `config.grouped` (and the default trainer on a 1-layer GRU) they train as batched groups
+    (`tardiff.grouped`), which equals training them one by one up to float rounding, in less time.
+    """
+    device = get_device(config.device)
+    if train_fn is None and config.grouped and grouped.supports(config.classifier):
+        max_group = config.max_group or (64 if device.type == "cuda" else 4)
+        return [model for model, _ in grouped.train_group(train_sets, real.X_val, real.y_val, config.classifier,
+                                                          config.train, seeds, device=device,
+                                                          progress=config.progress, max_members=max_group)]
+    train_fn, _ = _resolve(train_fn, None)
+    return [train_fn(X, y, real.X_val, real.y_val, config=config.classifier, train=config.train, seed=seed,
+                     device=device, progress=False)[0] for (X, y), seed in zip(train_sets, seeds)]
 
 
 def fit_downstream(X_train, y_train, real, config: EvalConfig, train_fn=None) -> list:
     """The n_seeds downstream models trained on one set (selected on real validation), kept for scoring
     any split later: validation first (selection), test only once the selection is written."""
-    train_fn, _ = _resolve(train_fn, None)
-    device = get_device(config.device)
-    return [train_fn(X_train, y_train, real.X_val, real.y_val, config=config.classifier, train=config.train,
-                     seed=config.seed + i, device=device, progress=False)[0] for i in range(config.n_seeds)]
+    seeds = [config.seed + i for i in range(config.n_seeds)]
+    return fit_many([(X_train, y_train)] * len(seeds), real, config, seeds, train_fn)
 
 
 def predict_seeds(models: list, X, config: EvalConfig, predict_fn=None) -> np.ndarray:
@@ -179,15 +198,16 @@ def tstr(synthetic: SyntheticSets, real, task: str, config: EvalConfig | None = 
     `train_fn`/`predict_fn` default to `tardiff.classifier.train_classifier`/`predict_proba`.
     """
     config = config or EvalConfig()
-    rows = []
+    labels, makers = [], []
     if include_real:
-        row = _downstream(lambda s: (real.X_train, real.y_train), real, config, train_fn, predict_fn)
-        rows.append({"task": task, "method": "real", **row, "n_synthetic": 0})
+        labels.append({"task": task, "method": "real", "n_synthetic": 0})
+        makers.append(lambda s: (real.X_train, real.y_train))
     for method, (X_syn, y_syn) in synthetic.items():
         X_syn, y_syn = _check_synthetic(method, X_syn, y_syn, real.X_train.shape[1:])
-        row = _downstream(lambda s: (X_syn, y_syn), real, config, train_fn, predict_fn)
-        rows.append({"task": task, "method": str(method), **row, "n_synthetic": len(y_syn)})
-    return _ordered(pd.DataFrame(rows), TSTR_COLUMNS)
+        labels.append({"task": task, "method": str(method), "n_synthetic": len(y_syn)})
+        makers.append(lambda s, X_syn=X_syn, y_syn=y_syn: (X_syn, y_syn))
+    rows = _downstream(makers, real, config, train_fn, predict_fn)
+    return _ordered(pd.DataFrame([{**label, **row} for label, row in zip(labels, rows)]), TSTR_COLUMNS)
 
 
 def tsrtr(synthetic: SyntheticSets, real, task: str, alphas=ALPHAS, config: EvalConfig | None = None,
@@ -199,10 +219,10 @@ def tsrtr(synthetic: SyntheticSets, real, task: str, alphas=ALPHAS, config: Eval
     """
     config = config or EvalConfig()
     n_real = len(real.y_train)
-    rows = []
+    labels, makers = [], []
     if include_real:
-        row = _downstream(lambda s: (real.X_train, real.y_train), real, config, train_fn, predict_fn)
-        rows.append({"task": task, "method": "real", "alpha": 0.0, **row, "n_synthetic": 0})
+        labels.append({"task": task, "method": "real", "alpha": 0.0, "n_synthetic": 0})
+        makers.append(lambda s: (real.X_train, real.y_train))
     for method, (X_syn, y_syn) in synthetic.items():
         X_syn, y_syn = _check_synthetic(method, X_syn, y_syn, real.X_train.shape[1:])
         for alpha in alphas:
@@ -214,9 +234,10 @@ def tsrtr(synthetic: SyntheticSets, real, task: str, alphas=ALPHAS, config: Eval
 
             if n_syn > len(y_syn):  # fail before any training
                 stratified_subsample(y_syn, n_syn, 0)
-            row = _downstream(make, real, config, train_fn, predict_fn)
-            rows.append({"task": task, "method": str(method), "alpha": float(alpha), **row, "n_synthetic": n_syn})
-    return _ordered(pd.DataFrame(rows), TSRTR_COLUMNS)
+            labels.append({"task": task, "method": str(method), "alpha": float(alpha), "n_synthetic": n_syn})
+            makers.append(make)
+    rows = _downstream(makers, real, config, train_fn, predict_fn)
+    return _ordered(pd.DataFrame([{**label, **row} for label, row in zip(labels, rows)]), TSRTR_COLUMNS)
 
 
 def guidance_diagnostics(real, sets: SyntheticSets, classifier, pairs) -> pd.DataFrame:

@@ -165,10 +165,11 @@ def fit_all(real: RealData, profile: Profile, synthetic_dir: Path, seed: int = 0
     config = evaluate.EvalConfig.from_profile(profile, seed=seed, device=device)
     sets = load_method_sets(synthetic_dir)
     splits = real
-    models = {}
-    for name in tqdm(["real", *sets], desc=f"{real.task}: downstream models", disable=not progress):
-        X, y = (real.X_train, real.y_train) if name == "real" else sets[name]
-        models[name] = evaluate.fit_downstream(X, y, splits, config)
+    names = ["real", *sets]
+    seeds = [config.seed + i for i in range(config.n_seeds)]
+    train_sets = [(real.X_train, real.y_train) if name == "real" else sets[name] for name in names for _ in seeds]
+    fitted = evaluate.fit_many(train_sets, splits, replace(config, progress=progress), seeds * len(names))
+    models = {name: fitted[k * len(seeds):(k + 1) * len(seeds)] for k, name in enumerate(names)}
     return Fitted(real, sets, config, models)
 
 

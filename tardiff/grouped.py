@@ -1,0 +1,337 @@
+"""Many downstream GRU classifiers trained as one batched group, equal to training them one by one.
+
+The tables re-train a 1-layer biGRU of 32 units ~150 times (sets x seeds x alpha). One such model leaves a
+CPU mostly idle: each of its steps is a (256, 32) product. Here the members (each with its own training
+set, initialisation, batch order, dropout stream, Adam state and early stopping) are stacked along one
+leading axis of D = members x directions, so every time step is one batched product for all of them, and
+the backward pass through time is written out (no autograd graph per step). A member whose early stopping
+fires is dropped from the stack; the others go on. `train_classifier` (`tardiff.classifier`) stays the
+reference: `tests/test_grouped.py` checks that both give the same predictions (on a CPU; on a GPU the
+dropout masks come from each member's CPU stream, where train_classifier draws them on the GPU).
+
+Measured (benchmarks/bench_evaluate.py, 2 CPU cores): 2.5x faster than one at a time. The CPU is bound by
+memory traffic here, so groups stay small (4 members); on a GPU they can be large.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tardiff.classifier import (ClassifierConfig, RNNClassifier, TrainConfig, _as_labels, _as_tensor, _metrics,
+                                build_classifier)
+from tardiff.utils import get_device
+
+
+def supports(config: ClassifierConfig) -> bool:
+    """The grouped path covers what the tables train: a 1-layer GRU classifier (uni- or bidirectional)."""
+    return config.rnn == "gru" and config.layers == 1
+
+
+def _stacked(models: list[RNNClassifier], device) -> dict:
+    """The members' parameters stacked: GRU weights over D = members x directions, the head over members."""
+    suffixes = [""] + (["_reverse"] if models[0].config.bidirectional else [])
+
+    def gru(kind):
+        return torch.stack([m.rnn.state_dict()[f"{kind}_l0{s}"] for m in models for s in suffixes])
+
+    tensors = {"W_ih": gru("weight_ih"), "W_hh": gru("weight_hh"), "b_ih": gru("bias_ih"), "b_hh": gru("bias_hh"),
+               "w_head": torch.stack([m.head.weight.detach().reshape(-1) for m in models]),
+               "b_head": torch.stack([m.head.bias.detach().reshape(()) for m in models])}
+    return {k: v.detach().clone().to(device) for k, v in tensors.items()}
+
+
+def _per_direction(name: str) -> bool:
+    return name in ("W_ih", "W_hh", "b_ih", "b_hh")
+
+
+class _Buffers:
+    """Arrays reused from batch to batch: a fresh large array costs a page fault per 4 KiB on first touch,
+    which on a CPU costs more than the GRU arithmetic that fills it."""
+
+    def __init__(self):
+        self.arrays: dict = {}
+
+    def get(self, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        n = int(np.prod(shape))
+        array = self.arrays.get(name)
+        if array is None or array.numel() < n or array.device != like.device or array.dtype != like.dtype:
+            array = self.arrays[name] = torch.empty(n, dtype=like.dtype, device=like.device)
+        return array[:n].view(shape)
+
+
+def _forward(p: dict, x: torch.Tensor, directions: int, keep: bool, buffers: _Buffers | None = None):
+    """GRU over x (M, B, T, F) for all members; returns the final states (M, B, directions*H) and, if
+    `keep`, what the backward needs (r, z, n, W_hn h + b_hn and h of every step). Gate order (r, z, n) and
+    formulas are nn.GRU's.
+
+    A CPU here is bound by memory traffic, not arithmetic: a step's products go to cache-sized buffers that
+    are reused, only the few per-step values the backward needs are kept, time-major (T, D, B, ·).
+    """
+    M, B, T, n_in = x.shape
+    D, H = p["W_hh"].shape[0], p["W_hh"].shape[-1]
+    steps = x.permute(2, 0, 1, 3)                                                  # (T, M, B, F)
+    xp = (torch.stack([steps, steps.flip(0)], 2) if directions == 2 else steps.unsqueeze(2)).reshape(T, D, B, n_in)
+    W_ihT, b_ih = p["W_ih"].transpose(1, 2), p["b_ih"].unsqueeze(1)
+    W_hhT, b_hh = p["W_hh"].transpose(1, 2), p["b_hh"].unsqueeze(1)
+    buffers = buffers or _Buffers()
+    kept = T if keep else 1
+    gi, gh = buffers.get("gi", (D, B, 3 * H), x), buffers.get("gh", (D, B, 3 * H), x)  # reused every step
+    hs = buffers.get("hs", (T + 1, D, B, H), x)  # hs[t]: the state before step t
+    hs[0].zero_()
+    rz, ns = buffers.get("rz", (kept, D, B, 2 * H), x), buffers.get("ns", (kept, D, B, H), x)
+    gh_n = buffers.get("gh_n", (T, D, B, H), x) if keep else None
+    for t in range(T):
+        k = t if keep else 0
+        torch.baddbmm(b_ih, xp[t], W_ihT, out=gi)                                 # W_ih x + b_ih (D, B, 3H)
+        torch.baddbmm(b_hh, hs[t], W_hhT, out=gh)                                 # W_hh h + b_hh
+        gates = torch.add(gi[..., :2 * H], gh[..., :2 * H], out=rz[k]).sigmoid_()
+        n = torch.addcmul(gi[..., 2 * H:], gates[..., :H], gh[..., 2 * H:], out=ns[k]).tanh_()
+        torch.sub(hs[t], n, out=hs[t + 1]).mul_(gates[..., H:]).add_(n)            # (h - n) z + n, as nn.GRU
+        if keep:
+            gh_n[t] = gh[..., 2 * H:]
+    final = hs[T].view(M, directions, B, H).transpose(1, 2).reshape(M, B, directions * H)
+    return final, (xp, hs, gh_n, rz, ns)
+
+
+def _backward(p: dict, saved, d_final: torch.Tensor, directions: int, buffers: _Buffers | None = None) -> dict:
+    """Gradients of the GRU weights from δ on the final states (M, B, directions*H): BPTT written out, each
+    step's δ in reused cache-sized buffers, the weight gradients accumulated step by step."""
+    xp, hs, gh_n, rz, ns = saved
+    T, D, B, H = ns.shape
+    W_hh = p["W_hh"]
+    buffers = buffers or _Buffers()
+    d_gh = buffers.get("d_gh", (D, B, 3 * H), xp)  # δ(W_hh h + b_hh) of the current step
+    d_gi = buffers.get("d_gi", (D, B, 3 * H), xp)  # δ(W_ih x + b_ih): r and z as d_gh, n without the r factor
+    grads = {"W_ih": torch.zeros_like(p["W_ih"]), "W_hh": torch.zeros_like(W_hh)}
+    sum_gh, sum_gi = buffers.get("sum_gh", (D, B, 3 * H), xp).zero_(), buffers.get("sum_gi", (D, B, 3 * H), xp).zero_()
+    dh = d_final.view(-1, B, directions, H).transpose(1, 2).reshape(D, B, H)
+    for t in range(T - 1, -1, -1):
+        r, z, n = rz[t, ..., :H], rz[t, ..., H:], ns[t]
+        dn_post = torch.addcmul(dh, dh, z, value=-1)                               # δn = δh (1 - z)
+        d_n = torch.addcmul(dn_post, dn_post * n, n, value=-1, out=d_gi[..., 2 * H:])  # δ(pre n) = δn (1 - n²)
+        torch.mul(d_n, r, out=d_gh[..., 2 * H:])
+        d_r = d_gh[..., 2 * H:] * gh_n[t]                                          # δ(pre n) r (W_hn h + b_hn)
+        torch.addcmul(d_r, d_r, r, value=-1, out=d_gh[..., :H])                   # ... (1 - r)
+        d_z = (hs[t] - n).mul_(z)
+        d_gh[..., H:2 * H] = torch.addcmul(d_z, d_z, z, value=-1).mul_(dh)        # δh (h - n) z (1 - z)
+        d_gi[..., :2 * H] = d_gh[..., :2 * H]
+        grads["W_hh"].baddbmm_(d_gh.transpose(1, 2), hs[t])
+        grads["W_ih"].baddbmm_(d_gi.transpose(1, 2), xp[t])
+        sum_gh += d_gh
+        sum_gi += d_gi
+        if t > 0:
+            dh = torch.baddbmm(dh * z, d_gh, W_hh)
+    grads["b_hh"], grads["b_ih"] = sum_gh.sum(1), sum_gi.sum(1)
+    return grads
+
+
+def _bce_grad(logits: torch.Tensor, y: torch.Tensor, pos_weight) -> torch.Tensor:
+    """d mean-BCE(logits, y) / d logits, per member (M, B): what nn.BCEWithLogitsLoss backpropagates."""
+    p = torch.sigmoid(logits)
+    if pos_weight is None:
+        return (p - y) / logits.shape[1]
+    return (p * (1 + (pos_weight - 1) * y) - pos_weight * y) / logits.shape[1]
+
+
+class _Adam:
+    """torch.optim.Adam (single-tensor form, no amsgrad) over the stacked tensors: every member its own state."""
+
+    def __init__(self, tensors: dict, train: TrainConfig, betas=(0.9, 0.999), eps=1e-8):
+        self.lr, self.wd, self.betas, self.eps = train.lr, train.weight_decay, betas, eps
+        self.m = {k: torch.zeros_like(v) for k, v in tensors.items()}
+        self.v = {k: torch.zeros_like(v) for k, v in tensors.items()}
+        self.step_count = 0
+
+    def step(self, tensors: dict, grads: dict):
+        self.step_count += 1
+        b1, b2 = self.betas
+        bias1, bias2_sqrt = 1 - b1 ** self.step_count, (1 - b2 ** self.step_count) ** 0.5
+        for k, param in tensors.items():
+            grad = grads[k] if self.wd == 0 else grads[k].add(param, alpha=self.wd)
+            self.m[k].lerp_(grad, 1 - b1)
+            self.v[k].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = (self.v[k].sqrt() / bias2_sqrt).add_(self.eps)
+            param.addcdiv_(self.m[k], denom, value=-self.lr / bias1)
+
+    def keep(self, rows_member: torch.Tensor, rows_direction: torch.Tensor):
+        for state in (self.m, self.v):
+            for k in state:
+                state[k] = state[k][rows_direction if _per_direction(k) else rows_member]
+
+
+def train_group(train_sets: list, X_val, y_val, config: ClassifierConfig = ClassifierConfig(),
+                train: TrainConfig = TrainConfig(), seeds=None, device=None, progress: bool = False,
+                max_members: int = 48) -> list[tuple[RNNClassifier, dict]]:
+    """`train_classifier` for every (X_train, y_train) in `train_sets` (seed `seeds[i]`), as batched groups.
+
+    Members are grouped by training-set size (they then share the number of batches per epoch), at most
+    `max_members` at a time. Returns [(model, history)] in the order given, equal to training each one
+    with `train_classifier(..., seed=seeds[i])` up to float rounding.
+    """
+    if not supports(config):
+        raise ValueError(f"grouped training covers 1-layer GRU classifiers, got {config}; "
+                         "use tardiff.classifier.train_classifier")
+    if train.monitor not in ("auprc", "auroc", "loss"):
+        raise ValueError(f"TrainConfig.monitor must be 'auprc', 'auroc' or 'loss', got {train.monitor!r}")
+    seeds = list(range(len(train_sets))) if seeds is None else list(seeds)
+    if len(seeds) != len(train_sets):
+        raise ValueError(f"{len(train_sets)} training sets but {len(seeds)} seeds")
+    X_val = _as_tensor(X_val, "X_val")
+    y_val = _as_labels(y_val, len(X_val), "y_val")
+    if train.monitor != "loss" and len(torch.unique(y_val)) < 2:
+        raise ValueError(f"y_val holds a single class, so {train.monitor} is undefined; "
+                         "use a stratified split or TrainConfig(monitor='loss')")
+    members = []
+    for i, (X, y) in enumerate(train_sets):
+        X = _as_tensor(X, f"train_sets[{i}] X")
+        y = _as_labels(y, len(X), f"train_sets[{i}] y")
+        if len(torch.unique(y)) < 2:
+            raise ValueError(f"train_sets[{i}] holds a single class ({int(y[0])}); a classifier needs both 0 and 1")
+        if X.shape[1:] != X_val.shape[1:]:
+            raise ValueError(f"train_sets[{i}] is {tuple(X.shape[1:])} per stay but X_val is {tuple(X_val.shape[1:])}")
+        members.append((X, y))
+    device = get_device(device)
+    results: list = [None] * len(members)
+    by_size: dict = {}
+    for i, (X, _) in enumerate(members):
+        by_size.setdefault(len(X), []).append(i)
+    groups = [idx[k:k + max_members] for idx in by_size.values() for k in range(0, len(idx), max_members)]
+    bar = tqdm(total=len(members), desc="classifiers (grouped)", disable=not progress, leave=False)
+    for group in groups:
+        for i, out in zip(group, _train_one_group([members[i] for i in group], [seeds[i] for i in group],
+                                                  X_val, y_val, config, train, device)):
+            results[i] = out
+        bar.update(len(group))
+    bar.close()
+    return results
+
+
+def _train_one_group(members, seeds, X_val, y_val, config, train, device):
+    start = time.perf_counter()
+    n_features = X_val.shape[-1]
+    models, dropout_generators = [], []
+    for seed in seeds:  # the same initialisation and dropout stream as train_classifier(seed=seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            models.append(build_classifier(n_features, config))
+            generator = torch.Generator()
+            generator.set_state(torch.get_rng_state())
+        dropout_generators.append(generator)
+    order_generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    dirs = 2 if config.bidirectional else 1
+    params = _stacked(models, device)
+    adam = _Adam(params, train)
+    pos_weight = None if train.pos_weight is None else torch.tensor(train.pos_weight, device=device)
+    X_all = torch.stack([X for X, _ in members]).to(device)        # (M, N, T, F)
+    y_all = torch.stack([y for _, y in members]).to(device)        # (M, N)
+    X_val_d = X_val.to(device)
+    N, M = X_all.shape[1], len(members)
+    sign = -1.0 if train.monitor == "loss" else 1.0
+    active = list(range(M))                   # members still training, in stack order
+    best = [-float("inf")] * M
+    best_state: list = [None] * M
+    stale = [0] * M
+    histories = [{"train_loss": [], "val_loss": [], "val_auroc": [], "val_auprc": [], "best_epoch": -1,
+                  "best_score": float("nan"), "epochs_run": 0} for _ in range(M)]
+    p_drop = config.dropout
+    buffers = _Buffers()
+    for epoch in range(train.max_epochs):
+        orders = torch.stack([torch.randperm(N, generator=order_generators[i]) for i in active]).to(device)
+        rows = torch.as_tensor(active, device=device)
+        total = torch.zeros(len(active), dtype=torch.float64)
+        for s in range(0, N, train.batch_size):
+            idx = orders[:, s:s + train.batch_size]                                   # (M, B)
+            xb, yb = X_all[rows[:, None], idx], y_all[rows[:, None], idx]             # (M, B, T, F), (M, B)
+            final, saved = _forward(params, xb, dirs, keep=True, buffers=buffers)     # (M, B, dirs*H)
+            if p_drop > 0:
+                mask = torch.stack([torch.empty(final.shape[1:]).bernoulli_(1 - p_drop, generator=dropout_generators[i])
+                                    for i in active]).div_(1 - p_drop).to(device)
+                features = final * mask
+            else:
+                mask, features = None, final
+            logits = torch.baddbmm(params["b_head"][:, None, None], features, params["w_head"].unsqueeze(-1)).squeeze(-1)
+            loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight, reduction="none").mean(1)
+            total += loss.detach().double().cpu() * idx.shape[1]
+            d_logits = _bce_grad(logits, yb, pos_weight)                              # (M, B)
+            d_final = d_logits.unsqueeze(-1) * params["w_head"].unsqueeze(1)         # (M, B, dirs*H)
+            if mask is not None:
+                d_final = d_final * mask
+            grads = _backward(params, saved, d_final, dirs, buffers)
+            grads["w_head"] = torch.bmm(d_logits.unsqueeze(1), features).squeeze(1)
+            grads["b_head"] = d_logits.sum(1)
+            adam.step(params, grads)
+        val_logits = _val_logits(params, X_val_d, dirs)                              # (M, N_val)
+        finished = []
+        for k, i in enumerate(active):
+            history = histories[i]
+            val_loss = F.binary_cross_entropy_with_logits(
+                val_logits[k].cpu(), y_val, pos_weight=None if pos_weight is None else pos_weight.cpu()).item()
+            auroc, auprc = _metrics(y_val.numpy(), torch.sigmoid(val_logits[k]).cpu().numpy())
+            history["train_loss"].append(float(total[k]) / N)
+            history["val_loss"].append(val_loss)
+            history["val_auroc"].append(auroc)
+            history["val_auprc"].append(auprc)
+            history["epochs_run"] = epoch + 1
+            score = {"loss": val_loss, "auroc": auroc, "auprc": auprc}[train.monitor]
+            if sign * score > best[i]:
+                best[i], stale[i] = sign * score, 0
+                best_state[i] = _member_tensors(params, k, dirs)
+                history["best_epoch"], history["best_score"] = epoch, score
+            else:
+                stale[i] += 1
+            if stale[i] >= train.patience:
+                finished.append(k)
+        if finished:
+            keep = [k for k in range(len(active)) if k not in finished]
+            if not keep:
+                break
+            rows_member = torch.as_tensor(keep, device=device)
+            rows_direction = (rows_member[:, None] * dirs + torch.arange(dirs, device=device)).reshape(-1)
+            params = {k: v[rows_direction if _per_direction(k) else rows_member] for k, v in params.items()}
+            adam.keep(rows_member, rows_direction)
+            active = [active[k] for k in keep]
+    wall = time.perf_counter() - start
+    out = []
+    for i, model in enumerate(models):
+        state = best_state[i] if best_state[i] is not None else None
+        if state is not None:
+            _load_member(model, state, dirs)
+        model.to(device).eval()
+        histories[i]["wall_time_s"] = wall / M   # the group's time, shared
+        out.append((model, histories[i]))
+    return out
+
+
+@torch.no_grad()
+def _val_logits(params: dict, X_val: torch.Tensor, dirs: int, batch_size: int = 1024) -> torch.Tensor:
+    """Every member's logits on the (shared) validation stays, (M, N_val), eval mode (no dropout)."""
+    M = params["w_head"].shape[0]
+    out = []
+    for s in range(0, len(X_val), batch_size):
+        xb = X_val[s:s + batch_size].unsqueeze(0).expand(M, -1, -1, -1)
+        final, _ = _forward(params, xb, dirs, keep=False)
+        out.append(torch.baddbmm(params["b_head"][:, None, None], final, params["w_head"].unsqueeze(-1)).squeeze(-1))
+    return torch.cat(out, 1)
+
+
+def _member_tensors(params: dict, k: int, dirs: int) -> dict:
+    return {name: (v[k * dirs:(k + 1) * dirs] if _per_direction(name) else v[k]).detach().clone().cpu()
+            for name, v in params.items()}
+
+
+def _load_member(model: RNNClassifier, state: dict, dirs: int):
+    """Stacked-layout tensors of one member -> the nn.GRU / nn.Linear state dict of `model`."""
+    suffixes = [""] + (["_reverse"] if dirs == 2 else [])
+    sd = {}
+    for d, s in enumerate(suffixes):
+        sd[f"rnn.weight_ih_l0{s}"] = state["W_ih"][d]
+        sd[f"rnn.weight_hh_l0{s}"] = state["W_hh"][d]
+        sd[f"rnn.bias_ih_l0{s}"] = state["b_ih"][d]
+        sd[f"rnn.bias_hh_l0{s}"] = state["b_hh"][d]
+    sd["head.weight"] = state["w_head"].reshape(1, -1)
+    sd["head.bias"] = state["b_head"].reshape(1)
+    model.load_state_dict(sd)

@@ -1,0 +1,95 @@
+"""Grouped downstream training (tardiff.grouped) equals training the members one by one."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from tardiff import evaluate as ev
+from tardiff.classifier import ClassifierConfig, RNNClassifier, TrainConfig, predict_proba, train_classifier
+from tardiff.grouped import _backward, _forward, _stacked, train_group
+
+CONFIG = ClassifierConfig(hidden=8, layers=1, dropout=0.2)  # dropout: each member's own stream
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def stays(n, seed, signal=0.6):
+    """(n, 10, 3) stays whose label shifts channel 0 (weakly: early stopping fires at different epochs)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, 10, 3)).astype(np.float32)
+    X[:, :, 0] += signal * y[:, None]
+    return X, y
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_gradients_equal_autograd_through_nn_gru(bidirectional):
+    torch.manual_seed(0)
+    config = replace(CONFIG, bidirectional=bidirectional)
+    models = [RNNClassifier(3, config) for _ in range(3)]
+    x = torch.randn(3, 5, 7, 3)                                   # (members, B, T, F)
+    params = _stacked(models, "cpu")
+    final, saved = _forward(params, x, 2 if bidirectional else 1, keep=True)
+    upstream = torch.randn_like(final)
+    grads = _backward(params, saved, upstream, 2 if bidirectional else 1)
+    suffixes = ["", "_reverse"] if bidirectional else [""]
+    for i, model in enumerate(models):
+        features = model.features(x[i])
+        assert torch.allclose(features, final[i], atol=1e-6)
+        (features * upstream[i]).sum().backward()
+        for ours, theirs in (("W_ih", "weight_ih_l0"), ("W_hh", "weight_hh_l0"), ("b_ih", "bias_ih_l0"),
+                             ("b_hh", "bias_hh_l0")):
+            for d, suffix in enumerate(suffixes):
+                expected = getattr(model.rnn, theirs + suffix).grad
+                assert torch.allclose(grads[ours][i * len(suffixes) + d], expected, atol=1e-5), (ours, suffix)
+
+
+def test_grouped_training_equals_sequential_training():
+    """Several members, seeds, two training-set sizes (two groups) and early stopping at different epochs."""
+    X_val, y_val = stays(120, 99)
+    sets = [stays(200, 1), stays(200, 2), stays(200, 2), stays(150, 3), stays(200, 4)]
+    seeds = [0, 1, 2, 3, 0]
+    train = TrainConfig(max_epochs=12, patience=2, batch_size=64, lr=2e-2, monitor="loss")
+    grouped = train_group(sets, X_val, y_val, CONFIG, train, seeds, max_members=3)
+    epochs = set()
+    for (X, y), seed, (model, history) in zip(sets, seeds, grouped):
+        ref, ref_history = train_classifier(X, y, X_val, y_val, CONFIG, train, seed=seed, progress=False)
+        assert history["epochs_run"] == ref_history["epochs_run"]
+        assert history["best_epoch"] == ref_history["best_epoch"]
+        np.testing.assert_allclose(history["val_loss"], ref_history["val_loss"], atol=1e-5)
+        np.testing.assert_allclose(predict_proba(model, X_val), predict_proba(ref, X_val), atol=1e-5)
+        epochs.add(history["epochs_run"])
+    assert len(epochs) > 1, "early stopping should fire at different epochs, or the test checks less than it says"
+
+
+def test_grouped_evaluation_equals_sequential_evaluation():
+    X_train, y_train = stays(200, 5)
+    X_val, y_val = stays(100, 6)
+    X_test, y_test = stays(150, 7)
+
+    class Real:
+        pass
+
+    real = Real()
+    real.X_train, real.y_train, real.X_val, real.y_val, real.X_test, real.y_test = (X_train, y_train, X_val, y_val,
+                                                                                    X_test, y_test)
+    real.n_excluded = 0
+    config = ev.EvalConfig(classifier=CONFIG, train=TrainConfig(max_epochs=3, batch_size=64), n_seeds=2, n_boot=20)
+    synthetic = {"a": stays(200, 8), "b": stays(200, 9)}
+    fast = ev.tsrtr(synthetic, real, "mortality", alphas=(0.5, 1.0), config=config)
+    slow = ev.tsrtr(synthetic, real, "mortality", alphas=(0.5, 1.0), config=replace(config, grouped=False))
+    for column in ("auroc_mean", "auprc_mean", "auroc_sd"):
+        np.testing.assert_allclose(fast[column], slow[column], atol=1e-4)
+
+
+def test_unsupported_classifier_is_refused():
+    X, y = stays(50, 0)
+    with pytest.raises(ValueError, match="1-layer GRU"):
+        train_group([(X, y)], X, y, ClassifierConfig(hidden=8, layers=2))
