@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tardiff import evaluate, methods
+from tardiff import evaluate, grouped, methods
 from tardiff.config import get_profile
 from tardiff.utils import get_device, seed_everything, write_manifest
 
@@ -74,15 +74,15 @@ def main(argv=None) -> dict:
 
     started = time.perf_counter()
     timings, probas = {}, {}
-    for name, grouped in (("sequential", False), ("grouped", True)):
+    for name, batched in (("sequential", False), ("grouped", True)):
         start = time.perf_counter()
-        models = evaluate.fit_many(train_sets, real, replace(config, grouped=grouped), seeds * (len(sets) + 1))
+        models = evaluate.fit_many(train_sets, real, replace(config, grouped=batched), seeds * (len(sets) + 1))
         timings[name] = time.perf_counter() - start
         probas[name] = evaluate.predict_seeds(models, real.X_test, config)
         print(f"{name:10s} {timings[name]:8.1f} s")
     results = {"models": len(train_sets), "sets": len(sets) + 1, "seeds": len(seeds), "inputs": source,
                "classifier": str(config.classifier), "train": str(config.train),
-               "max_group": config.max_group or (64 if device.type == "cuda" else 4),
+               "max_group": config.max_group or grouped.default_group_size(device),
                "sequential_s": timings["sequential"], "grouped_s": timings["grouped"],
                "speedup": timings["sequential"] / timings["grouped"],
                "max_prediction_difference": float(np.abs(probas["sequential"] - probas["grouped"]).max())}

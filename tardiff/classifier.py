@@ -143,6 +143,29 @@ def predict_proba(model: RNNClassifier, X, batch_size: int = 1024, device=None) 
     return torch.sigmoid(_logits(model, X, batch_size, device)).numpy()
 
 
+def validation_set(X_val, y_val, train: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked validation tensors: early stopping on `train.monitor` needs both classes unless it is the loss."""
+    if train.monitor not in ("auprc", "auroc", "loss"):
+        raise ValueError(f"TrainConfig.monitor must be 'auprc', 'auroc' or 'loss', got {train.monitor!r}")
+    X_val = _as_tensor(X_val, "X_val")
+    y_val = _as_labels(y_val, len(X_val), "y_val")
+    if train.monitor != "loss" and len(torch.unique(y_val)) < 2:
+        raise ValueError(f"y_val holds a single class, so {train.monitor} is undefined; "
+                         "use a stratified split or TrainConfig(monitor='loss')")
+    return X_val, y_val
+
+
+def training_set(X_train, y_train, X_val: torch.Tensor, name: str = "X_train", label_name: str = "y_train"):
+    """Checked training tensors: both classes, and stays shaped like the (checked) validation stays."""
+    X_train = _as_tensor(X_train, name)
+    y_train = _as_labels(y_train, len(X_train), label_name)
+    if len(torch.unique(y_train)) < 2:
+        raise ValueError(f"{label_name} holds a single class ({int(y_train[0])}); a classifier needs both 0 and 1")
+    if X_val.shape[1:] != X_train.shape[1:]:
+        raise ValueError(f"X_val is {tuple(X_val.shape[1:])} per stay but {name} is {tuple(X_train.shape[1:])}")
+    return X_train, y_train
+
+
 def train_classifier(X_train, y_train, X_val, y_val, config: ClassifierConfig = ClassifierConfig(),
                      train: TrainConfig = TrainConfig(), seed: int = 0, device=None,
                      progress: bool = True, on_epoch=None) -> tuple[RNNClassifier, dict]:
@@ -152,18 +175,8 @@ def train_classifier(X_train, y_train, X_val, y_val, config: ClassifierConfig = 
     without touching the caller's global RNG state. `on_epoch(epoch, model)` sees the model after
     every epoch (TracIn keeps checkpoints of the run this way).
     """
-    if train.monitor not in ("auprc", "auroc", "loss"):
-        raise ValueError(f"TrainConfig.monitor must be 'auprc', 'auroc' or 'loss', got {train.monitor!r}")
-    X_train, X_val = _as_tensor(X_train, "X_train"), _as_tensor(X_val, "X_val")
-    y_train = _as_labels(y_train, len(X_train), "y_train")
-    y_val = _as_labels(y_val, len(X_val), "y_val")
-    if len(torch.unique(y_train)) < 2:
-        raise ValueError(f"y_train holds a single class ({int(y_train[0])}); a classifier needs both 0 and 1")
-    if train.monitor != "loss" and len(torch.unique(y_val)) < 2:
-        raise ValueError(f"y_val holds a single class, so {train.monitor} is undefined; "
-                         "use a stratified split or TrainConfig(monitor='loss')")
-    if X_val.shape[1:] != X_train.shape[1:]:
-        raise ValueError(f"X_val is {tuple(X_val.shape[1:])} per stay but X_train is {tuple(X_train.shape[1:])}")
+    X_val, y_val = validation_set(X_val, y_val, train)
+    X_train, y_train = training_set(X_train, y_train, X_val)
 
     device = get_device(device)
     start = time.perf_counter()

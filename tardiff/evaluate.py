@@ -111,7 +111,7 @@ class EvalConfig:
     device: str | None = None
     progress: bool = False
     grouped: bool = True             # train the seeds (and sets of one size) as one batched group: same models
-    max_group: int | None = None     # members per group; None: 4 on a CPU (cache-sized), 64 on a GPU
+    max_group: int | None = None     # members per group; None: grouped.default_group_size(device)
 
     def __post_init__(self):
         if self.n_seeds < 1:
@@ -154,7 +154,7 @@ def fit_many(train_sets: list, real, config: EvalConfig, seeds: list, train_fn=N
     """
     device = get_device(config.device)
     if train_fn is None and config.grouped and grouped.supports(config.classifier):
-        max_group = config.max_group or (64 if device.type == "cuda" else 4)
+        max_group = config.max_group or grouped.default_group_size(device)
         return [model for model, _ in grouped.train_group(train_sets, real.X_val, real.y_val, config.classifier,
                                                           config.train, seeds, device=device,
                                                           progress=config.progress, max_members=max_group)]

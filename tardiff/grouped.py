@@ -21,9 +21,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tardiff.classifier import (ClassifierConfig, RNNClassifier, TrainConfig, _as_labels, _as_tensor, _metrics,
-                                build_classifier)
+from tardiff.classifier import (ClassifierConfig, RNNClassifier, TrainConfig, _metrics, build_classifier,
+                                training_set, validation_set)
 from tardiff.utils import get_device
+
+
+def default_group_size(device: torch.device) -> int:
+    """Members per group: a CPU is bound by memory traffic, so cache-sized groups; a GPU wants many."""
+    return 64 if device.type == "cuda" else 4
 
 
 def supports(config: ClassifierConfig) -> bool:
@@ -175,25 +180,12 @@ def train_group(train_sets: list, X_val, y_val, config: ClassifierConfig = Class
     if not supports(config):
         raise ValueError(f"grouped training covers 1-layer GRU classifiers, got {config}; "
                          "use tardiff.classifier.train_classifier")
-    if train.monitor not in ("auprc", "auroc", "loss"):
-        raise ValueError(f"TrainConfig.monitor must be 'auprc', 'auroc' or 'loss', got {train.monitor!r}")
     seeds = list(range(len(train_sets))) if seeds is None else list(seeds)
     if len(seeds) != len(train_sets):
         raise ValueError(f"{len(train_sets)} training sets but {len(seeds)} seeds")
-    X_val = _as_tensor(X_val, "X_val")
-    y_val = _as_labels(y_val, len(X_val), "y_val")
-    if train.monitor != "loss" and len(torch.unique(y_val)) < 2:
-        raise ValueError(f"y_val holds a single class, so {train.monitor} is undefined; "
-                         "use a stratified split or TrainConfig(monitor='loss')")
-    members = []
-    for i, (X, y) in enumerate(train_sets):
-        X = _as_tensor(X, f"train_sets[{i}] X")
-        y = _as_labels(y, len(X), f"train_sets[{i}] y")
-        if len(torch.unique(y)) < 2:
-            raise ValueError(f"train_sets[{i}] holds a single class ({int(y[0])}); a classifier needs both 0 and 1")
-        if X.shape[1:] != X_val.shape[1:]:
-            raise ValueError(f"train_sets[{i}] is {tuple(X.shape[1:])} per stay but X_val is {tuple(X_val.shape[1:])}")
-        members.append((X, y))
+    X_val, y_val = validation_set(X_val, y_val, train)
+    members = [training_set(X, y, X_val, f"train_sets[{i}] X", f"train_sets[{i}] y")
+               for i, (X, y) in enumerate(train_sets)]
     device = get_device(device)
     results: list = [None] * len(members)
     by_size: dict = {}
@@ -297,9 +289,8 @@ def _train_one_group(members, seeds, X_val, y_val, config, train, device):
     wall = time.perf_counter() - start
     out = []
     for i, model in enumerate(models):
-        state = best_state[i] if best_state[i] is not None else None
-        if state is not None:
-            _load_member(model, state, dirs)
+        if best_state[i] is not None:
+            _load_member(model, best_state[i], dirs)
         model.to(device).eval()
         histories[i]["wall_time_s"] = wall / M   # the group's time, shared
         out.append((model, histories[i]))

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -25,3 +26,12 @@ def physionet_dir() -> Path:
 def fixture_dir() -> Path:
     """The vendored sample: 60 real stays of set-a and 30 of set-b with their outcomes."""
     return FIXTURES / "physionet2012"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on two busy cores: oversubscribed intra-op threads make them ~10x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -9,13 +9,7 @@ from tardiff.classifier import (ClassifierConfig, RNNClassifier, TrainConfig, lo
 SMALL = ClassifierConfig(hidden=16, layers=1, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two busy cores: oversubscribed intra-op threads make tiny models ~10x slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def toy(n, seed, noise_labels=False):

@@ -14,13 +14,7 @@ MU = np.array([[-1.5, 0.5, 0.0], [1.5, -0.5, 0.0]], np.float32)
 SD = np.array([0.4, 0.8, 1.2], np.float32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two busy cores: oversubscribed intra-op threads make tiny models ~10x slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def random_unet(config=TINY, n_features=3, seed=0):

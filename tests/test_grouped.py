@@ -12,12 +12,7 @@ from tardiff.grouped import _backward, _forward, _stacked, train_group
 CONFIG = ClassifierConfig(hidden=8, layers=1, dropout=0.2)  # dropout: each member's own stream
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def stays(n, seed, signal=0.6):
