@@ -108,12 +108,14 @@ def _gru_layers(rnn: nn.GRU, source: Mapping[str, torch.Tensor], prefix: str, de
     return layers
 
 
-def _flip_second(Xp: torch.Tensor) -> torch.Tensor:
-    """(D, B, T, ·) with direction 1 time-reversed: original order <-> processing order."""
-    if Xp.shape[0] == 1:
+def _flip_second(Xp: torch.Tensor, dirs: int) -> torch.Tensor:
+    """(K*dirs, B, T, ·), members x directions, with every member's direction 1 time-reversed:
+    original order <-> processing order."""
+    if dirs == 1:
         return Xp
-    forward, backward = Xp.unbind(0)  # unbind, not Xp[0]: indexing's backward zero-fills all of Xp
-    return torch.stack([forward, backward.flip(1)])
+    # unbind, not indexing: indexing's backward zero-fills all of Xp
+    forward, backward = Xp.unflatten(0, (-1, 2)).unbind(1)
+    return torch.stack([forward, backward.flip(2)], 1).flatten(0, 1)
 
 
 def _gru_forward(Xp, W_ih, W_hh, b_ih, b_hh):
@@ -146,18 +148,22 @@ def _gru_forward(Xp, W_ih, W_hh, b_ih, b_hh):
     return torch.stack(hs, 2), dict(A_n=A_ns, z=zs, C=Cs, h_prev=h_prev)
 
 
-def _stack_forward(layers, x):
-    """Functional nn.GRU (batch_first) over x (B, T, F): per layer (input Xp, backward cache),
-    the last layer's outputs (B, T, D*H) and the head's features (B, D*H) = [fwd h_T, bwd h_0]."""
+def _stack_forward(layers, x, dirs: int):
+    """Functional nn.GRU (batch_first) of K stacked members over x (B, T, F): per layer (input Xp, backward
+    cache), the last layer's outputs (K, B, T, dirs*H) and the head's features (K, B, dirs*H) =
+    [fwd h_T, bwd h_0]. Members and directions share every batched product (D = K*dirs)."""
     D, H, (B, T, _) = layers[0][0].shape[0], layers[0][1].shape[-1], x.shape
-    Xp = _flip_second(x.unsqueeze(0).expand(D, *x.shape))  # (D, B, T, F)
+    K = D // dirs
+    Xp = _flip_second(x.expand(D, *x.shape), dirs)  # (D, B, T, F)
     saved = []
     for W_ih, W_hh, b_ih, b_hh in layers:
         hs, back = _gru_forward(Xp, W_ih, W_hh, b_ih, b_hh)
         saved.append((Xp, back))
-        out = _flip_second(hs).permute(1, 2, 0, 3).reshape(B, T, D * H)  # (B, T, D*H), original order
-        Xp = _flip_second(out.unsqueeze(0).expand(D, *out.shape))
-    return saved, out, hs.unbind(2)[-1].transpose(0, 1).reshape(B, D * H)
+        # (K, B, T, dirs*H), original time order: each member's outputs feed only its own next layer
+        out = _flip_second(hs, dirs).unflatten(0, (K, dirs)).permute(0, 2, 3, 1, 4).reshape(K, B, T, dirs * H)
+        Xp = _flip_second(out.unsqueeze(1).expand(K, dirs, B, T, dirs * H).flatten(0, 1), dirs)
+    feat = hs.unbind(2)[-1].unflatten(0, (K, dirs)).transpose(1, 2).reshape(K, B, dirs * H)
+    return saved, out, feat
 
 
 def _gru_backward(back, W_hh, dh_last=None, dhs=None):
@@ -190,9 +196,9 @@ def _gi_matmul(d_reset_update, d_new_input, M):
     return torch.baddbmm(out, d_reset_update.reshape(D, B * T, 2 * H), M[:, :2 * H]).view(D, B, T, -1)
 
 
-def _rowdot(a, b):
-    """Σ over every dim but B of a*b, for (D, B, ...) tensors -> (B,)."""
-    return (a * b).flatten(2).sum(-1).sum(0)
+def _rowdot(a, b, dirs: int):
+    """Σ over every dim but K and B of a*b, for (K*dirs, B, ...) tensors -> (K, B)."""
+    return (a * b).flatten(2).sum(-1).unflatten(0, (-1, dirs)).sum(1)
 
 
 def _gram(a):
@@ -201,7 +207,8 @@ def _gram(a):
 
 
 class _LayerTerms(torch.autograd.Function):
-    """One GRU layer's share of ⟨g_i, G⟩ and ‖g_i‖², and δ on its input, from its δ.
+    """One GRU layer's share of ⟨g_i, G⟩ and ‖g_i‖² (per member, (K, B)), and δ on its input, from its δ.
+    D = K members x `dirs` directions; ‖g_i‖² (the Grams) only if `norms`.
 
     Inputs (processing order): d_recurrent = δ(W_hh h + b_hh) (D,B,T,3H), d_new_input = δ of the n gate's
     input pre-activation (D,B,T,H), the layer's inputs Xp (D,B,T,in) and h_prev (D,B,T,H); the rest are
@@ -215,7 +222,7 @@ class _LayerTerms(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, d_recurrent, d_new_input, Xp, h_prev, W_ih, G_ih, G_hh, G_bih, G_bhh):
+    def forward(ctx, d_recurrent, d_new_input, Xp, h_prev, W_ih, G_ih, G_hh, G_bih, G_bhh, dirs, norms):
         D, B, T, H = d_new_input.shape
         n_in = Xp.shape[-1]
         d_reset_update, d_new_recurrent = d_recurrent[..., :2 * H], d_recurrent[..., 2 * H:]
@@ -223,66 +230,96 @@ class _LayerTerms(torch.autograd.Function):
         both = _gi_matmul(d_reset_update, d_new_input, torch.cat([W_ih, G_ih], 2))
         d_layer_input, d_G_input = both[..., :n_in], both[..., n_in:]
         d_G_hidden = torch.bmm(d_recurrent.reshape(D, B * T, 3 * H), G_hh).view(D, B, T, H)
-        bias = (torch.einsum("dbk,dk->b", d_recurrent.sum(2), G_bhh)
-                + torch.einsum("dbk,dk->b", d_reset_update.sum(2), G_bih[:, :2 * H])
-                + torch.einsum("dbk,dk->b", d_new_input.sum(2), G_bih[:, 2 * H:]))
-        num = _rowdot(d_G_input, Xp) + _rowdot(d_G_hidden, h_prev) + bias
-        gram_reset_update, gram_new_input = _gram(d_reset_update), _gram(d_new_input)
-        gram_new_recurrent = _gram(d_new_recurrent)
-        gram_inputs, gram_states = _gram(Xp) + 1, _gram(h_prev) + 1
-        sq = (_rowdot(gram_reset_update, gram_inputs + gram_states) + _rowdot(gram_new_input, gram_inputs)
-              + _rowdot(gram_new_recurrent, gram_states))
-        ctx.save_for_backward(d_recurrent, d_new_input, Xp, h_prev, d_G_input, d_G_hidden, gram_reset_update,
-                              gram_new_input, gram_new_recurrent, gram_inputs, gram_states, W_ih, G_ih, G_hh, G_bih,
-                              G_bhh)
+        bias = (torch.einsum("dbk,dk->db", d_recurrent.sum(2), G_bhh)
+                + torch.einsum("dbk,dk->db", d_reset_update.sum(2), G_bih[:, :2 * H])
+                + torch.einsum("dbk,dk->db", d_new_input.sum(2), G_bih[:, 2 * H:])).unflatten(0, (-1, dirs)).sum(1)
+        num = _rowdot(d_G_input, Xp, dirs) + _rowdot(d_G_hidden, h_prev, dirs) + bias
+        grams = ()
+        if norms:  # ‖g_i‖² only where the score needs it (cos): the Grams are most of this layer's cost
+            grams = (_gram(d_reset_update), _gram(d_new_input), _gram(d_new_recurrent), _gram(Xp) + 1,
+                     _gram(h_prev) + 1)
+            gram_reset_update, gram_new_input, gram_new_recurrent, gram_inputs, gram_states = grams
+            sq = (_rowdot(gram_reset_update, gram_inputs + gram_states, dirs)
+                  + _rowdot(gram_new_input, gram_inputs, dirs) + _rowdot(gram_new_recurrent, gram_states, dirs))
+        else:
+            sq = torch.zeros_like(num)
+            ctx.mark_non_differentiable(sq)
+        ctx.save_for_backward(d_recurrent, d_new_input, Xp, h_prev, d_G_input, d_G_hidden, W_ih, G_ih, G_hh, G_bih,
+                              G_bhh, *grams)
+        ctx.dirs, ctx.norms = dirs, norms
         return num, sq, d_layer_input
 
     @staticmethod
     def backward(ctx, grad_num, grad_sq, grad_d_layer_input):
-        (d_recurrent, d_new_input, Xp, h_prev, d_G_input, d_G_hidden, gram_reset_update, gram_new_input,
-         gram_new_recurrent, gram_inputs, gram_states, W_ih, G_ih, G_hh, G_bih, G_bhh) = ctx.saved_tensors
+        (d_recurrent, d_new_input, Xp, h_prev, d_G_input, d_G_hidden, W_ih, G_ih, G_hh, G_bih, G_bhh,
+         *grams) = ctx.saved_tensors
         D, B, T, H = d_new_input.shape
         n_in = Xp.shape[-1]
-        u = grad_num[None, :, None, None]
-        c2 = 2 * grad_sq[None, :, None, None]  # Grams are symmetric: ∂ Σ K∘(a aᵀ) / ∂a = 2 K a
-        # δ-side: u (G_W a + G_b) from the numerator, grad_d_layer_input W_ih from d_layer_input,
-        # 2 c K δ from the ghost norm
+        u = grad_num.repeat_interleave(ctx.dirs, 0)[:, :, None, None]  # (K, B) -> (K*dirs, B, 1, 1)
+        # δ-side: u (G_W a + G_b) from the numerator, grad_d_layer_input W_ih from d_layer_input
         P = torch.bmm(torch.cat([u * Xp, grad_d_layer_input], -1).view(D, B * T, 2 * n_in),
                       torch.cat([G_ih, W_ih], 2).transpose(1, 2)).view(D, B, T, 3 * H)
         grad_d_recurrent = torch.bmm((u * h_prev).view(D, B * T, H), G_hh.transpose(1, 2)).view(D, B, T, 3 * H)
         grad_d_recurrent += u * G_bhh[:, None, None, :]
-        grad_d_recurrent += (c2 * gram_states) @ d_recurrent
-        grad_d_recurrent[..., :2 * H] += (P[..., :2 * H] + u * G_bih[:, None, None, :2 * H]
-                                          + (c2 * gram_inputs) @ d_recurrent[..., :2 * H])
-        grad_d_new_input = P[..., 2 * H:] + u * G_bih[:, None, None, 2 * H:] + (c2 * gram_inputs) @ d_new_input
-        # input side: u δ G_W from the numerator, 2 c G a from the ghost norm
-        grad_Xp = u * d_G_input + (c2 * (gram_reset_update + gram_new_input)) @ Xp
-        grad_h_prev = u * d_G_hidden + (c2 * (gram_reset_update + gram_new_recurrent)) @ h_prev
-        return grad_d_recurrent, grad_d_new_input, grad_Xp, grad_h_prev, None, None, None, None, None
+        grad_d_recurrent[..., :2 * H] += P[..., :2 * H] + u * G_bih[:, None, None, :2 * H]
+        grad_d_new_input = P[..., 2 * H:] + u * G_bih[:, None, None, 2 * H:]
+        # input side: u δ G_W from the numerator
+        grad_Xp = u * d_G_input
+        grad_h_prev = u * d_G_hidden
+        if ctx.norms:  # 2 c K δ and 2 c K a from the ghost norm (Grams are symmetric: ∂ Σ K∘(a aᵀ) / ∂a = 2 K a)
+            gram_reset_update, gram_new_input, gram_new_recurrent, gram_inputs, gram_states = grams
+            c2 = 2 * grad_sq.repeat_interleave(ctx.dirs, 0)[:, :, None, None]
+            grad_d_recurrent += (c2 * gram_states) @ d_recurrent
+            grad_d_recurrent[..., :2 * H] += (c2 * gram_inputs) @ d_recurrent[..., :2 * H]
+            grad_d_new_input += (c2 * gram_inputs) @ d_new_input
+            grad_Xp += (c2 * (gram_reset_update + gram_new_input)) @ Xp
+            grad_h_prev += (c2 * (gram_reset_update + gram_new_recurrent)) @ h_prev
+        return grad_d_recurrent, grad_d_new_input, grad_Xp, grad_h_prev, None, None, None, None, None, None, None
 
 
-def _influence_terms(classifier, G: Mapping[str, torch.Tensor], x, y):
-    """Per-sample ⟨g_i, G⟩ and ‖g_i‖², (B,) each, differentiable w.r.t. x (B, T, F)."""
+def _architecture(classifier) -> tuple:
     rnn = _check_gru(classifier)
-    _check_gradient(classifier, G)
-    device, dtype = x.device, x.dtype
-    W = {n: p.detach() for n, p in classifier.named_parameters()}
-    layers = _gru_layers(rnn, W, "rnn.", device, dtype)
-    glayers = _gru_layers(rnn, G, "rnn.", device, dtype)
-    w_head = W["head.weight"].to(device, dtype).reshape(-1)  # (D*H,)
-    b_head = W["head.bias"].to(device, dtype).reshape(())
-    Gw_head = G["head.weight"].to(device, dtype).reshape(-1)
-    Gb_head = G["head.bias"].to(device, dtype).reshape(())
-    D, H, (B, T, _) = (2 if rnn.bidirectional else 1), rnn.hidden_size, x.shape
+    return rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bidirectional
 
-    saved, _, feat = _stack_forward(layers, x)
-    dlogit = torch.sigmoid(feat @ w_head + b_head) - y     # dℓ/dlogit of BCE with logits
+
+def _stacked_layers(rnns, sources, device, dtype):
+    """Per layer, the members' (W_ih, W_hh, b_ih, b_hh) concatenated along D = members x directions."""
+    per_member = [_gru_layers(rnn, source, "rnn.", device, dtype) for rnn, source in zip(rnns, sources)]
+    return [tuple(torch.cat(parts) for parts in zip(*layer)) for layer in zip(*per_member)]
+
+
+def _influence_terms(pairs, x, y, norms: bool = True):
+    """Per-sample ⟨g_i, G⟩ and ‖g_i‖² of each (classifier, G) pair, (K, B) each, differentiable w.r.t.
+    x (B, T, F); ‖g_i‖² is None unless `norms`. The K pairs (one architecture) run stacked: every GRU step is one batched product for all
+    of them, which is what makes cross-fit folds and TracIn checkpoints cheap."""
+    classifiers = [classifier for classifier, _ in pairs]
+    if len({_architecture(c) for c in classifiers}) != 1:
+        raise ValueError("stacked influence terms need classifiers of one architecture; group the pairs first")
+    for classifier, G in pairs:
+        _check_gradient(classifier, G)
+    device, dtype = x.device, x.dtype
+    rnns = [c.rnn for c in classifiers]
+    Ws = [{n: p.detach() for n, p in c.named_parameters()} for c in classifiers]
+    Gs = [G for _, G in pairs]
+    layers = _stacked_layers(rnns, Ws, device, dtype)
+    glayers = _stacked_layers(rnns, Gs, device, dtype)
+
+    def head(sources, name):
+        return torch.stack([s[name].detach().to(device, dtype).reshape(-1) for s in sources])
+
+    w_head, b_head = head(Ws, "head.weight"), head(Ws, "head.bias")    # (K, dirs*H), (K, 1)
+    Gw_head, Gb_head = head(Gs, "head.weight"), head(Gs, "head.bias")
+    dirs, H, (B, T, _) = (2 if rnns[0].bidirectional else 1), rnns[0].hidden_size, x.shape
+    K = len(pairs)
+
+    saved, _, feat = _stack_forward(layers, x, dirs)                   # feat (K, B, dirs*H)
+    dlogit = torch.sigmoid(torch.einsum("kbf,kf->kb", feat, w_head) + b_head) - y  # dℓ/dlogit of BCE
 
     # head: per-sample gradient dlogit * [feat, 1]
-    num = dlogit * (feat @ Gw_head + Gb_head)
-    sq = dlogit * dlogit * ((feat * feat).sum(-1) + 1)
+    num = dlogit * (torch.einsum("kbf,kf->kb", feat, Gw_head) + Gb_head)
+    sq = dlogit * dlogit * ((feat * feat).sum(-1) + 1) if norms else None
 
-    dh_last = (dlogit[:, None] * w_head).view(B, D, H).transpose(0, 1)  # (D, B, H)
+    dh_last = (dlogit[..., None] * w_head[:, None]).view(K, B, dirs, H).transpose(1, 2).flatten(0, 1)  # (D, B, H)
     dhs = None
     for li in range(len(layers) - 1, -1, -1):
         W_ih, W_hh, _, _ = layers[li]
@@ -290,28 +327,33 @@ def _influence_terms(classifier, G: Mapping[str, torch.Tensor], x, y):
         Xp, back = saved[li]
         d_recurrent, d_new_input = _gru_backward(back, W_hh, dh_last=dh_last if dhs is None else None, dhs=dhs)
         num_l, sq_l, d_layer_input = _LayerTerms.apply(d_recurrent, d_new_input, Xp, back["h_prev"], W_ih, G_ih,
-                                                       G_hh, G_bih, G_bhh)
-        num, sq = num + num_l, sq + sq_l
-        if li > 0:  # δ on this layer's input = δ on the outputs of the layer below
-            d_below_outputs = _flip_second(d_layer_input).sum(0)  # (B, T, D*H) in original time order
-            dhs = _flip_second(d_below_outputs.view(B, T, D, H).permute(2, 0, 1, 3))
+                                                       G_hh, G_bih, G_bhh, dirs, norms)
+        num, sq = num + num_l, (sq + sq_l if norms else None)
+        if li > 0:  # δ on this layer's input = δ on the outputs of the layer below, summed over directions
+            d_below_outputs = _flip_second(d_layer_input, dirs).unflatten(0, (K, dirs)).sum(1)  # (K, B, T, dirs*H)
+            dhs = _flip_second(d_below_outputs.view(K, B, T, dirs, H).permute(0, 3, 1, 2, 4).flatten(0, 1), dirs)
     return num, sq
 
 
 SCORES = ("cos", "dot")
 
 
-def _sample_scores(classifier, G, x, y, score: str = "cos") -> torch.Tensor:
-    """score="cos": cos(g_i, G) (the original's per-sample form); "dot": g_iᵀG, which keeps the |σ − y| weight."""
-    num, sq = _influence_terms(classifier, G, x, y)
+def _sample_scores(pairs, x, y, score: str = "cos") -> torch.Tensor:
+    """Per pair and sample (K, B): score="cos": cos(g_i, G) (the original's per-sample form); "dot": g_iᵀG,
+    which keeps the |σ − y| weight."""
+    num, sq = _influence_terms(pairs, x, y, norms=score != "dot")
     if score == "dot":
         return num
     return num / torch.sqrt(sq.clamp_min(_SAMPLE_EPS ** 2))
 
 
 def _pair_scores(pairs, x, y, score: str) -> torch.Tensor:
-    """Σ over (classifier, reference gradient) pairs of each sample's score: cross-fit folds, TracIn checkpoints."""
-    return sum(_sample_scores(classifier, G, x, y, score) for classifier, G in pairs)
+    """Σ over (classifier, reference gradient) pairs of each sample's score: cross-fit folds, TracIn checkpoints.
+    Pairs of one architecture are scored stacked, in one pass."""
+    groups: dict = {}
+    for pair in pairs:
+        groups.setdefault(_architecture(pair[0]), []).append(pair)
+    return sum(_sample_scores(group, x, y, score).sum(0) for group in groups.values())
 
 
 def _targets(y, like: torch.Tensor) -> torch.Tensor:
@@ -350,7 +392,7 @@ def influence_scores(classifier: nn.Module, train_gradient: Gradient, x: torch.T
     """score_i = cos(∇θ ℓ(f(x_i), y_i), G) (or g_iᵀG with score="dot") for every sample, (B,); exact, vectorised."""
     _check_score(score)
     with torch.no_grad():
-        return _sample_scores(classifier, train_gradient, x.detach(), _targets(y, x), score)
+        return _sample_scores([(classifier, train_gradient)], x.detach(), _targets(y, x), score)[0]
 
 
 def _check_score(score: str) -> None:
@@ -380,7 +422,7 @@ def influence_guidance(classifier: nn.Module, train_gradient: Gradient, normaliz
                 if normalize == "batch":
                     return _batch_guidance(classifier, train_gradient, pred_x0, target).detach()
                 x = pred_x0.detach().requires_grad_(True)
-                score = _sample_scores(classifier, train_gradient, x, target)
+                score = _sample_scores([(classifier, train_gradient)], x, target)
                 return torch.autograd.grad(score.sum(), x)[0].detach()
         finally:
             classifier.train(was_training)

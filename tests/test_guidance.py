@@ -64,10 +64,10 @@ def test_functional_gru_equals_nn_gru():
     model = small(hidden=6, layers=3).eval()  # nn.GRU drops out between layers in train mode
     x = torch.randn(4, T, NF, dtype=torch.float64)
     layers = _gru_layers(model.rnn, dict(model.named_parameters()), "rnn.", x.device, x.dtype)
-    _, out, feat = _stack_forward(layers, x)
+    _, out, feat = _stack_forward(layers, x, dirs=2)
     ref_out, _ = model.rnn(x)
-    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(feat, model.features(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out[0], ref_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(feat[0], model.features(x), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-4), (torch.float32, 1e-3)])
@@ -256,18 +256,26 @@ def test_dot_score_guidance_equals_per_sample_loop(trained, dtype, tol):
     assert rel_err(fast, dot_guidance_loop(model, G, x, y)) < tol
 
 
-def test_pair_guidance_sums_its_pairs_and_scores_match(trained):
+@pytest.mark.parametrize("score", ["cos", "dot"])
+def test_pair_guidance_sums_its_pairs_and_scores_match(trained, score):
+    """Pairs of one architecture run stacked (members x directions), others apart: each equals its own pass."""
     from tardiff.guidance import pair_influence_guidance, pair_scores, random_gradient
 
     model, G, x, y = setup(trained, torch.float64)
-    other = small(seed=7)
-    G2 = random_gradient(other, seed=1)
-    both = pair_influence_guidance([(model, G), (other, G2)], "cos")(None, None, x, y)
-    apart = influence_guidance(model, G)(None, None, x, y) + influence_guidance(other, G2)(None, None, x, y)
-    assert rel_err(both, apart) < 1e-8
-    scores = pair_scores([(model, G), (other, G2)], x, y, "cos", batch_size=2)
-    want = influence_scores(model, G, x, y) + influence_scores(other, G2, x, y)
-    assert np.allclose(scores, want.numpy(), atol=1e-10)
+    other, uni = small(seed=7), small(hidden=5, layers=1, bidirectional=False, seed=8)
+    pairs = [(model, G), (other, random_gradient(other, seed=1)), (uni, random_gradient(uni, seed=2)),
+             (model, random_gradient(model, seed=3))]
+    both = pair_influence_guidance(pairs, score)(None, None, x, y)
+    apart = sum(pair_influence_guidance([pair], score)(None, None, x, y) for pair in pairs)
+    assert rel_err(both, apart) < 1e-10
+    if score == "cos":
+        loop = sum(influence_guidance_loop(m, g, x, y) for m, g in pairs)
+        assert rel_err(both, loop) < 1e-8
+    scores = pair_scores(pairs, x, y, score, batch_size=2)
+    want = sum(pair_scores([pair], x, y, score) for pair in pairs)
+    assert np.allclose(scores, want, atol=1e-10)
+    if score == "cos":
+        assert np.allclose(scores, sum(influence_scores(m, g, x, y) for m, g in pairs).numpy(), atol=1e-10)
 
 
 def test_reference_and_random_gradients():
