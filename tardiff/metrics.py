@@ -15,40 +15,58 @@ def auprc(y: np.ndarray, p: np.ndarray) -> float:
     return float(average_precision_score(y, p))
 
 
-def _auroc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """AUROC of every row of (B, n) labels/scores at once (Mann-Whitney with mid-ranks); NaN if one class."""
-    order = np.argsort(p, axis=1, kind="stable")
-    p_sorted = np.take_along_axis(p, order, axis=1)
-    y_sorted = np.take_along_axis(y, order, axis=1).astype(np.float64)
-    b, n = p.shape
-    pos = np.broadcast_to(np.arange(n), (b, n))
-    # mid-rank of a tie group = mean of its first and last 1-based position
-    starts = np.where(np.diff(p_sorted, axis=1, prepend=np.nan) != 0, pos, 0)
-    starts = np.maximum.accumulate(starts, axis=1)
-    ends = np.where(np.diff(p_sorted, axis=1, append=np.nan) != 0, pos, n)
-    ends = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
-    ranks = (starts + ends) / 2.0 + 1.0
-    n_pos = y_sorted.sum(axis=1)
-    n_neg = n - n_pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return ((ranks * y_sorted).sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+def _resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) how often each of n stays appears in each of B resamples (B, m) of indices into them."""
+    b = idx.shape[0]
+    return np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
 
 
-def _auprc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Average precision of every row of (B, n) labels/scores at once (ties as in sklearn); NaN if no positive."""
-    order = np.argsort(-p, axis=1, kind="stable")
-    p_sorted = np.take_along_axis(p, order, axis=1)
-    y_sorted = np.take_along_axis(y, order, axis=1).astype(np.float64)
-    b, n = p.shape
-    tp = np.cumsum(y_sorted, axis=1)
-    precision = tp / np.arange(1, n + 1)
-    # a positive's precision is read at the end of its tie group (sklearn's thresholds are distinct scores)
-    ends = np.where(np.diff(p_sorted, axis=1, append=np.nan) != 0, np.arange(n), n)
-    ends = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
-    precision_at_end = np.take_along_axis(precision, ends, axis=1)
-    n_pos = y_sorted.sum(axis=1)
+def _tie_groups(p_sorted: np.ndarray) -> np.ndarray:
+    """Start positions of the runs of equal scores in sorted scores."""
+    return np.flatnonzero(np.diff(p_sorted, prepend=np.nan) != 0)
+
+
+def _auroc_counts(y: np.ndarray, p: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """AUROC of each resample given as stay counts (B, n) over y, p (n,); NaN if one class.
+
+    A resample repeats stays, so it needs no sort of its own: p is sorted once, and per tie group of scores
+    the Mann-Whitney U sums positives x (negatives below + ½ negatives tied). U is a half-integer, exact in
+    float64, so this equals the mid-rank formula on the materialised resample to the last bit.
+    """
+    order = np.argsort(p, kind="stable")
+    starts = _tie_groups(p[order])
+    w = counts[:, order]
+    pos = np.add.reduceat(w * y[order], starts, axis=1)   # (B, groups), integer counts
+    neg = np.add.reduceat(w, starts, axis=1) - pos
+    neg_below = np.cumsum(neg, axis=1) - neg
+    u_twice = (pos * (2 * neg_below + neg)).sum(axis=1)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (y_sorted * precision_at_end).sum(axis=1) / np.where(n_pos > 0, n_pos, np.nan)
+        return (u_twice / 2.0) / (n_pos * n_neg).astype(np.float64)
+
+
+def _auprc_counts(y: np.ndarray, p: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Average precision (ties as in sklearn) of each resample given as stay counts (B, n); NaN if no positive.
+
+    Scores sorted once, descending; a positive's precision is read at the end of its tie group (sklearn's
+    thresholds are distinct scores): AP = Σ_groups positives x TP/N at the group's end, / positives.
+    """
+    order = np.argsort(-p, kind="stable")
+    starts = _tie_groups(p[order])
+    w = counts[:, order]
+    pos = np.add.reduceat(w * y[order], starts, axis=1)   # (B, groups)
+    total = np.add.reduceat(w, starts, axis=1)
+    precision = np.cumsum(pos, axis=1) / np.maximum(np.cumsum(total, axis=1), 1)  # 0 where nothing drawn yet
+    n_pos = pos.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * precision).sum(axis=1) / np.where(n_pos > 0, n_pos, np.nan)
+
+
+def _checked(y, p) -> tuple[np.ndarray, np.ndarray]:
+    y, p = np.asarray(y).astype(np.int64), np.asarray(p, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"y and p must be 1-D of the same length, got {y.shape} and {p.shape}")
+    return y, p
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -61,22 +79,19 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, n_boot: int = 1000, level: float 
                  chunk: int = 250) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap CI of AUROC and AUPRC over test stays: {"auroc": (low, high), "auprc": ...}.
 
-    Vectorised: each chunk draws an index matrix (chunk, n) and scores all its rows at once.
-    Resamples with a single class are dropped.
+    Vectorised: each chunk draws an index matrix (chunk, n) and scores all its rows at once, as stay counts
+    (no sort per resample). Resamples with a single class are dropped.
     """
-    y = np.asarray(y).astype(np.int64)
-    p = np.asarray(p, dtype=np.float64)
-    if y.shape != p.shape or y.ndim != 1:
-        raise ValueError(f"y and p must be 1-D of the same length, got {y.shape} and {p.shape}")
+    y, p = _checked(y, p)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
     scores = {"auroc": [], "auprc": []}
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, len(y), size=(min(chunk, n_boot - start), len(y)))  # (chunk, n)
-        yb, pb = y[idx], p[idx]
-        scores["auroc"].append(_auroc_rows(yb, pb))
-        scores["auprc"].append(_auprc_rows(yb, pb))
+        counts = _resample_counts(idx, len(y))
+        scores["auroc"].append(_auroc_counts(y, p, counts))
+        scores["auprc"].append(_auprc_counts(y, p, counts))
     tail = 100.0 * (1.0 - level) / 2.0
     out = {}
     for name, values in scores.items():
@@ -98,16 +113,17 @@ def paired_difference(y, probas: np.ndarray, baseline: np.ndarray, n_boot: int =
     probas, baseline = np.atleast_2d(probas), np.atleast_2d(baseline)
     if probas.shape != baseline.shape or probas.shape[1] != len(y):
         raise ValueError(f"need (n_seeds, {len(y)}) predictions for both, got {probas.shape} and {baseline.shape}")
-    metric_rows = {"auroc": _auroc_rows, "auprc": _auprc_rows}
-    point = {name: float(np.mean([fn(y[None], p[None])[0] - fn(y[None], b[None])[0]
-                                  for p, b in zip(probas, baseline)])) for name, fn in metric_rows.items()}
+    metric_counts = {"auroc": _auroc_counts, "auprc": _auprc_counts}
+    everyone = np.ones((1, len(y)), dtype=np.int64)
+    point = {name: float(np.mean([fn(y, p, everyone)[0] - fn(y, b, everyone)[0]
+                                  for p, b in zip(probas, baseline)])) for name, fn in metric_counts.items()}
     rng = np.random.default_rng(seed)
-    draws = {name: [] for name in metric_rows}
+    draws = {name: [] for name in metric_counts}
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, len(y), size=(min(chunk, n_boot - start), len(y)))
-        yb = y[idx]
-        for name, fn in metric_rows.items():
-            diffs = [fn(yb, p[idx]) - fn(yb, b[idx]) for p, b in zip(probas, baseline)]
+        counts = _resample_counts(idx, len(y))
+        for name, fn in metric_counts.items():
+            diffs = [fn(y, p, counts) - fn(y, b, counts) for p, b in zip(probas, baseline)]
             draws[name].append(np.mean(diffs, axis=0))
     tail = 100.0 * (1.0 - level) / 2.0
     out = {}

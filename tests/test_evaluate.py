@@ -57,13 +57,25 @@ def quick_config(**kw):
 
 # --------------------------------------------------------------------------- metrics
 
-def test_row_metrics_equal_sklearn_with_ties():
+def test_resample_metrics_equal_sklearn_on_the_materialised_resamples():
+    """A bootstrap resample scored from stay counts (no sort of its own) equals sklearn on the repeated
+    stays, ties included; the full sample is counts of one."""
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, size=(40, 60))
-    p = rng.integers(0, 7, size=(40, 60)).astype(float)  # many ties
-    np.testing.assert_allclose(metrics._auroc_rows(y, p), [roc_auc_score(a, b) for a, b in zip(y, p)], atol=1e-12)
-    np.testing.assert_allclose(metrics._auprc_rows(y, p), [average_precision_score(a, b) for a, b in zip(y, p)],
-                               atol=1e-12)
+    y = rng.integers(0, 2, size=60)
+    p = rng.integers(0, 7, size=60).astype(float)  # many ties
+    idx = rng.integers(0, 60, size=(40, 60))
+    counts = metrics._resample_counts(idx, 60)
+    assert counts.shape == (40, 60) and (counts.sum(1) == 60).all()
+    np.testing.assert_allclose(metrics._auroc_counts(y, p, counts), [roc_auc_score(y[i], p[i]) for i in idx],
+                               rtol=0, atol=1e-15)
+    np.testing.assert_allclose(metrics._auprc_counts(y, p, counts),
+                               [average_precision_score(y[i], p[i]) for i in idx], rtol=0, atol=1e-12)
+    ones = np.ones((1, 60), dtype=np.int64)
+    assert metrics._auroc_counts(y, p, ones)[0] == pytest.approx(roc_auc_score(y, p), abs=1e-15)
+    assert metrics._auprc_counts(y, p, ones)[0] == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    one_class = np.zeros((1, 60), dtype=np.int64)
+    one_class[0, np.flatnonzero(y == 0)[0]] = 60
+    assert np.isnan(metrics._auroc_counts(y, p, one_class)[0]) and np.isnan(metrics._auprc_counts(y, p, one_class)[0])
 
 
 def test_binary_metrics_equal_sklearn():
