@@ -146,8 +146,8 @@ def _lr_at(step: int, train: DiffusionTrainConfig) -> float:
 
 @torch.no_grad()
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - decay)
+    """EMA of the weights, one multi-tensor op (not one small op per tensor)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
 
@@ -205,7 +205,8 @@ def train_diffusion(X, y=None, unet: UNetConfig = UNetConfig(), diffusion: Diffu
         torch.manual_seed(seed)
         model = UNet1D(X.shape[-1], unet).to(device)
         ema = copy.deepcopy(model).eval().requires_grad_(False)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        # foreach: one multi-tensor op per update step (torch picks it on GPUs only; on a CPU it is ~9 % of a step)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, foreach=True)
         generator = torch.Generator().manual_seed(seed)
         history, step, elapsed = {"loss": []}, 0, 0.0
 
@@ -245,7 +246,7 @@ def train_diffusion(X, y=None, unet: UNetConfig = UNetConfig(), diffusion: Diffu
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if train.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip, foreach=True)
             optimizer.step()
             # The decay ramps up so short runs are not dominated by the random init.
             _ema_update(ema, model, min(train.ema_decay, (1 + step) / (10 + step)))

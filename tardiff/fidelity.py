@@ -70,6 +70,24 @@ def _apply(model: nn.Module, X: np.ndarray, device, batch_size: int = 2048) -> n
     return torch.cat([model(X_t[i:i + batch_size].to(device)).cpu() for i in range(0, len(X), batch_size)]).numpy()
 
 
+def _discriminator_data(X_real: np.ndarray, X_syn: np.ndarray, seed: int):
+    """Equal numbers of real and synthetic stays (seeded draw), each shuffled set's first half to fit the
+    discriminator (real = 1) and its second half held out: (X_fit, y_fit, X_held, y_held)."""
+    rng = np.random.default_rng(seed)
+    n = min(len(X_real), len(X_syn))
+    if n < 4:
+        raise ValueError(f"need at least 4 real and 4 synthetic stays, got {len(X_real)} and {len(X_syn)}")
+    real = np.asarray(X_real, np.float32)[rng.choice(len(X_real), n, replace=False)]
+    syn = np.asarray(X_syn, np.float32)[rng.choice(len(X_syn), n, replace=False)]
+    half = n // 2
+    return (np.concatenate([real[:half], syn[:half]]), np.r_[np.ones(half), np.zeros(half)],
+            np.concatenate([real[half:], syn[half:]]), np.r_[np.ones(n - half), np.zeros(n - half)])
+
+
+def _accuracy_score(logits: np.ndarray, y_held: np.ndarray) -> float:
+    return abs(float(((np.asarray(logits) > 0) == (y_held == 1)).mean()) - 0.5)
+
+
 def discriminative_score(X_real: np.ndarray, X_syn: np.ndarray, config: FidelityConfig | None = None) -> float:
     """|accuracy - 0.5| of a small GRU told real from synthetic, scored on a held-out half (0 = indistinguishable).
 
@@ -79,31 +97,40 @@ def discriminative_score(X_real: np.ndarray, X_syn: np.ndarray, config: Fidelity
     """
     config = config or FidelityConfig()
     device = get_device(config.device)
-    rng = np.random.default_rng(config.seed)
-    n = min(len(X_real), len(X_syn))
-    if n < 4:
-        raise ValueError(f"need at least 4 real and 4 synthetic stays, got {len(X_real)} and {len(X_syn)}")
-    real = np.asarray(X_real, np.float32)[rng.choice(len(X_real), n, replace=False)]
-    syn = np.asarray(X_syn, np.float32)[rng.choice(len(X_syn), n, replace=False)]
-    half = n // 2  # first half of each (shuffled) set trains, second half tests
-    X_fit = np.concatenate([real[:half], syn[:half]])
-    y_fit = np.r_[np.ones(half), np.zeros(half)]
-    X_held = np.concatenate([real[half:], syn[half:]])
-    y_held = np.r_[np.ones(n - half), np.zeros(n - half)]
+    X_fit, y_fit, X_held, y_held = _discriminator_data(X_real, X_syn, config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = _PostHocGRU(X_fit.shape[-1], config.hidden, 1, per_step=False)
         _fit(model, X_fit, y_fit, nn.functional.binary_cross_entropy_with_logits, config, device)
-    accuracy = float(((_apply(model, X_held, device) > 0) == (y_held == 1)).mean())
-    return abs(accuracy - 0.5)
+    return _accuracy_score(_apply(model, X_held, device), y_held)
+
+
+def discriminative_scores_many(jobs: list, config: FidelityConfig | None = None) -> list[float]:
+    """`discriminative_score(X_real, X_syn, replace(config, seed=seed))` for every (X_real, X_syn, seed) in
+    `jobs`, the discriminators trained together as batched groups (`tardiff.grouped`): the same
+    initialisations, splits and batch orders, equal to one by one up to float rounding."""
+    from tardiff import grouped
+
+    config = config or FidelityConfig()
+    data = [_discriminator_data(X_real, X_syn, seed) for X_real, X_syn, seed in jobs]
+    orders = [lambda rng=np.random.default_rng(seed), n=len(d[1]): rng.permutation(n)  # _fit's batch orders
+              for (_, _, seed), d in zip(jobs, data)]
+    logits = grouped.fixed_epoch_logits([(d[0], d[1]) for d in data], [d[2] for d in data], hidden=config.hidden,
+                                        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                        seeds=[seed for _, _, seed in jobs], orders=orders, device=config.device)
+    return [_accuracy_score(z.numpy(), d[3]) for z, d in zip(logits, data)]
 
 
 def discriminative_scores(X_real: np.ndarray, X_syn: np.ndarray, config: FidelityConfig | None = None,
                           n_seeds: int = 3) -> tuple[float, float]:
     """Mean and sd over `n_seeds` discriminators (each its own init, split and batch order)."""
     config = config or FidelityConfig()
-    scores = [discriminative_score(X_real, X_syn, replace(config, seed=config.seed + i)) for i in range(n_seeds)]
-    return float(np.mean(scores)), float(np.std(scores, ddof=1) if n_seeds > 1 else 0.0)
+    scores = discriminative_scores_many([(X_real, X_syn, config.seed + i) for i in range(n_seeds)], config)
+    return _mean_sd(scores)
+
+
+def _mean_sd(scores) -> tuple[float, float]:
+    return float(np.mean(scores)), float(np.std(scores, ddof=1) if len(scores) > 1 else 0.0)
 
 
 def predictive_score(X_syn: np.ndarray, X_real_test: np.ndarray, config: FidelityConfig | None = None) -> float:
@@ -152,10 +179,14 @@ def fidelity_table(synthetic: SyntheticSets, X_real_train: np.ndarray, X_real_te
     n_channels = np.shape(X_real_train)[-1]
     if channels is None:
         channels = CHANNELS if n_channels == len(CHANNELS) else [f"f{j}" for j in range(n_channels)]
+    # every set's discriminators (sets x seeds) train together, as batched groups
+    seeds = [config.seed + i for i in range(n_seeds)]
+    scores = discriminative_scores_many([(X_real_test, X_syn, seed) for X_syn, _ in synthetic.values()
+                                         for seed in seeds], config)
     rows = []
-    for method, (X_syn, _) in synthetic.items():
+    for k, (method, (X_syn, _)) in enumerate(synthetic.items()):
         marginal = marginal_distance(X_real_train, X_syn)
-        disc_mean, disc_sd = discriminative_scores(X_real_test, X_syn, config, n_seeds)
+        disc_mean, disc_sd = _mean_sd(scores[k * n_seeds:(k + 1) * n_seeds])
         rows.append({"method": str(method),
                      "discriminative_score": disc_mean, "discriminative_sd": disc_sd,
                      "predictive_score": predictive_score(X_syn, X_real_test, config),

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tardiff.classifier import (ClassifierConfig, RNNClassifier, TrainConfig, _metrics, build_classifier,
+from tardiff.classifier import (ClassifierConfig, RNNClassifier, TrainConfig, _as_tensor, _metrics, build_classifier,
                                 training_set, validation_set)
 from tardiff.utils import get_device
 
@@ -233,29 +233,8 @@ def _train_one_group(members, seeds, X_val, y_val, config, train, device):
     buffers = _Buffers()
     for epoch in range(train.max_epochs):
         orders = torch.stack([torch.randperm(N, generator=order_generators[i]) for i in active]).to(device)
-        rows = torch.as_tensor(active, device=device)
-        total = torch.zeros(len(active), dtype=torch.float64)
-        for s in range(0, N, train.batch_size):
-            idx = orders[:, s:s + train.batch_size]                                   # (M, B)
-            xb, yb = X_all[rows[:, None], idx], y_all[rows[:, None], idx]             # (M, B, T, F), (M, B)
-            final, saved = _forward(params, xb, dirs, keep=True, buffers=buffers)     # (M, B, dirs*H)
-            if p_drop > 0:
-                mask = torch.stack([torch.empty(final.shape[1:]).bernoulli_(1 - p_drop, generator=dropout_generators[i])
-                                    for i in active]).div_(1 - p_drop).to(device)
-                features = final * mask
-            else:
-                mask, features = None, final
-            logits = torch.baddbmm(params["b_head"][:, None, None], features, params["w_head"].unsqueeze(-1)).squeeze(-1)
-            loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight, reduction="none").mean(1)
-            total += loss.detach().double().cpu() * idx.shape[1]
-            d_logits = _bce_grad(logits, yb, pos_weight)                              # (M, B)
-            d_final = d_logits.unsqueeze(-1) * params["w_head"].unsqueeze(1)         # (M, B, dirs*H)
-            if mask is not None:
-                d_final = d_final * mask
-            grads = _backward(params, saved, d_final, dirs, buffers)
-            grads["w_head"] = torch.bmm(d_logits.unsqueeze(1), features).squeeze(1)
-            grads["b_head"] = d_logits.sum(1)
-            adam.step(params, grads)
+        total = _epoch(params, adam, X_all, y_all, torch.as_tensor(active, device=device), orders, train.batch_size,
+                       dirs, p_drop, [dropout_generators[i] for i in active], pos_weight, buffers)
         val_logits = _val_logits(params, X_val_d, dirs)                              # (M, N_val)
         finished = []
         for k, i in enumerate(active):
@@ -294,6 +273,80 @@ def _train_one_group(members, seeds, X_val, y_val, config, train, device):
         model.to(device).eval()
         histories[i]["wall_time_s"] = wall / M   # the group's time, shared
         out.append((model, histories[i]))
+    return out
+
+
+def _epoch(params, adam, X_all, y_all, rows, orders, batch_size, dirs, p_drop, dropout_generators, pos_weight,
+           buffers) -> torch.Tensor:
+    """One epoch of mini-batch Adam for the members `rows` of X_all / y_all, batch order `orders` (M, N);
+    returns each member's summed training loss (M,), float64 on the CPU."""
+    N = orders.shape[1]
+    total = torch.zeros(len(rows), dtype=torch.float64)
+    for s in range(0, N, batch_size):
+        idx = orders[:, s:s + batch_size]                                         # (M, B)
+        xb, yb = X_all[rows[:, None], idx], y_all[rows[:, None], idx]             # (M, B, T, F), (M, B)
+        final, saved = _forward(params, xb, dirs, keep=True, buffers=buffers)     # (M, B, dirs*H)
+        if p_drop > 0:
+            mask = torch.stack([torch.empty(final.shape[1:]).bernoulli_(1 - p_drop, generator=generator)
+                                for generator in dropout_generators]).div_(1 - p_drop).to(final.device)
+            features = final * mask
+        else:
+            mask, features = None, final
+        logits = torch.baddbmm(params["b_head"][:, None, None], features, params["w_head"].unsqueeze(-1)).squeeze(-1)
+        loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight, reduction="none").mean(1)
+        total += loss.detach().double().cpu() * idx.shape[1]
+        d_logits = _bce_grad(logits, yb, pos_weight)                              # (M, B)
+        d_final = d_logits.unsqueeze(-1) * params["w_head"].unsqueeze(1)         # (M, B, dirs*H)
+        if mask is not None:
+            d_final = d_final * mask
+        grads = _backward(params, saved, d_final, dirs, buffers)
+        grads["w_head"] = torch.bmm(d_logits.unsqueeze(1), features).squeeze(1)
+        grads["b_head"] = d_logits.sum(1)
+        adam.step(params, grads)
+    return total
+
+
+def fixed_epoch_logits(train_sets: list, X_eval: list, hidden: int, epochs: int, batch_size: int, lr: float,
+                       seeds: list, orders: list, device=None, max_members: int | None = None) -> list[torch.Tensor]:
+    """Small unidirectional GRU classifiers (hidden `hidden`, one logit from the last state, no dropout) each
+    trained on its (X, y) for exactly `epochs` epochs of Adam on the mean BCE, as batched groups; returns each
+    one's logits on its own X_eval[i].
+
+    `torch.manual_seed(seeds[i])` initialises member i (as building an nn.GRU then an nn.Linear under that
+    seed does) and `orders[i]()` gives its batch order of every epoch: what `tardiff.fidelity`'s
+    discriminators are, so they train together and equal one-by-one training up to float rounding.
+    """
+    device = get_device(device)
+    config = ClassifierConfig(rnn="gru", hidden=hidden, layers=1, dropout=0.0, bidirectional=False)
+    train = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=epochs)
+    max_members = max_members or default_group_size(device)
+    checked = [training_set(X, y, _as_tensor(X_eval[i], f"X_eval[{i}]"), f"train_sets[{i}] X", f"train_sets[{i}] y")
+               for i, (X, y) in enumerate(train_sets)]
+    out: list = [None] * len(checked)
+    by_size: dict = {}
+    for i, (X, _) in enumerate(checked):
+        by_size.setdefault(len(X), []).append(i)
+    for idx in by_size.values():
+        for k in range(0, len(idx), max_members):
+            group = idx[k:k + max_members]
+            models = []
+            for i in group:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seeds[i])
+                    models.append(build_classifier(checked[i][0].shape[-1], config))
+            params = _stacked(models, device)
+            adam = _Adam(params, train)
+            X_all = torch.stack([checked[i][0] for i in group]).to(device)
+            y_all = torch.stack([checked[i][1] for i in group]).to(device)
+            rows = torch.arange(len(group), device=device)
+            buffers = _Buffers()
+            for _ in range(epochs):
+                order = torch.stack([torch.as_tensor(orders[i]()) for i in group]).to(device)
+                _epoch(params, adam, X_all, y_all, rows, order, batch_size, 1, 0.0, [], None, buffers)
+            with torch.no_grad():
+                for k, i in enumerate(group):
+                    member = {name: v[k:k + 1] for name, v in params.items()}
+                    out[i] = _val_logits(member, _as_tensor(X_eval[i], f"X_eval[{i}]").to(device), 1)[0].cpu()
     return out
 
 

@@ -7,6 +7,7 @@ import torch
 
 from tardiff import evaluate as ev
 from tardiff.classifier import ClassifierConfig, RNNClassifier, TrainConfig, predict_proba, train_classifier
+from tardiff import grouped
 from tardiff.grouped import _backward, _forward, _stacked, train_group
 
 CONFIG = ClassifierConfig(hidden=8, layers=1, dropout=0.2)  # dropout: each member's own stream
@@ -88,3 +89,29 @@ def test_unsupported_classifier_is_refused():
     X, y = stays(50, 0)
     with pytest.raises(ValueError, match="1-layer GRU"):
         train_group([(X, y)], X, y, ClassifierConfig(hidden=8, layers=2))
+
+
+def test_fixed_epoch_discriminators_equal_one_by_one():
+    """fidelity's discriminators trained as one group give the logits of each trained alone (_fit)."""
+    from torch import nn
+
+    from tardiff import fidelity
+
+    rng = np.random.default_rng(4)
+    real = rng.normal(size=(90, 10, 3)).astype(np.float32)
+    syns = [real + 0.5 * rng.normal(size=real.shape).astype(np.float32) for _ in range(2)]
+    config = fidelity.FidelityConfig(hidden=6, epochs=3, batch_size=32, lr=1e-2, device="cpu")
+    jobs = [(real, syn, seed) for syn in syns for seed in (0, 1, 2)]
+    data = [fidelity._discriminator_data(*job) for job in jobs]
+    orders = [lambda g=np.random.default_rng(seed), n=len(d[1]): g.permutation(n) for (_, _, seed), d in zip(jobs, data)]
+    together = grouped.fixed_epoch_logits([(d[0], d[1]) for d in data], [d[2] for d in data], hidden=6, epochs=3,
+                                          batch_size=32, lr=1e-2, seeds=[j[2] for j in jobs], orders=orders,
+                                          max_members=4)
+    for (_, _, seed), d, z in zip(jobs, data, together):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = fidelity._PostHocGRU(3, 6, 1, per_step=False)
+            fidelity._fit(model, d[0], d[1], nn.functional.binary_cross_entropy_with_logits,
+                          replace(config, seed=seed), "cpu")
+        alone = torch.as_tensor(fidelity._apply(model, d[2], "cpu"))
+        torch.testing.assert_close(z, alone, rtol=1e-5, atol=1e-5)
