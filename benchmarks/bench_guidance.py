@@ -17,11 +17,15 @@ import torch
 
 from tardiff.classifier import RNNClassifier
 from tardiff.config import get_profile
-from tardiff.guidance import influence_guidance, influence_guidance_loop, train_grad
+from tardiff.guidance import influence_guidance, influence_guidance_loop, pair_influence_guidance, train_grad
 from tardiff.utils import get_device, seed_everything, write_manifest
 
 T, NF = 24, 8
 GOALS = {  # name: (goal, "min" = at least / "max" = at most)
+    "dot_over_batch_coupled_time": (1.0, "max"),
+    "dot_speedup_vs_loop": (20.0, "min"),
+    "dot_max_rel_err_vs_loop": (1e-3, "max"),
+    "influence_over_batch_coupled_time": (1.0, "max"),
     "influence_speedup_vs_loop": (20.0, "min"),
     "influence_max_rel_err_vs_loop": (1e-3, "max"),
     "train_grad_speedup_vs_loop": (50.0, "min"),
@@ -45,6 +49,18 @@ def timed(fn, device, repeat=1):
     _, out = once()
     times = [once()[0] for _ in range(repeat)]
     return statistics.median(times), out
+
+
+def interleaved(fns: dict, device, repeat: int) -> dict:
+    """Median wall time of each function, the calls alternated (after one warm-up each), so that a slow
+    spell of a shared machine hits all of them alike."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            times[name].append(timed(fn, device, 0)[0])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def rel_err(a, b):
@@ -99,11 +115,15 @@ def measure(profile, args, device) -> dict:
                                device, 0)
     t_grad_loop = t_grad_loop_sub * args.train_size / n_tl
 
-    # influence guidance: vectorised exact vs naive loop vs the original's coupled batch way
+    # influence guidance: exact per-sample (dot: TarDiff's score here; cos: the original's form) vs the
+    # original's coupled batch way, timed alternately, and vs the naive loop
     hook = influence_guidance(classifier, G)
-    t_vec, fast = timed(lambda: hook(None, None, x, y), device, args.repeat)
     batch_hook = influence_guidance(classifier, G, normalize="batch")
-    t_batch, _ = timed(lambda: batch_hook(None, None, x, y), device, args.repeat)
+    dot_hook = pair_influence_guidance([(classifier, G)], "dot")
+    fast = hook(None, None, x, y)
+    t = interleaved({"cos": lambda: hook(None, None, x, y), "dot": lambda: dot_hook(None, None, x, y),
+                     "batch": lambda: batch_hook(None, None, x, y)}, device, max(args.repeat, 5))
+    t_vec, t_dot, t_batch = t["cos"], t["dot"], t["batch"]
     n_loop = min(args.loop_samples or B, B)
     t_loop_sub, slow = timed(lambda: influence_guidance_loop(classifier, G, x[:n_loop], y[:n_loop]), device, 0)
     t_loop = t_loop_sub * B / n_loop
@@ -140,8 +160,11 @@ def measure(profile, args, device) -> dict:
         "influence_vectorised_s": t_vec, "influence_loop_s": t_loop, "influence_batch_coupled_s": t_batch,
         "influence_loop_samples_timed": n_loop,
         "influence_speedup_vs_loop": t_loop / t_vec,
-        "influence_batch_coupled_over_vectorised_time": t_batch / t_vec,
+        "influence_over_batch_coupled_time": t_vec / t_batch,
         "influence_max_rel_err_vs_loop": err,
+        "dot_s": t_dot, "dot_over_batch_coupled_time": t_dot / t_batch,
+        "dot_speedup_vs_loop": variants["dot_loop_s"] / t_dot,
+        "dot_max_rel_err_vs_loop": variants["dot_max_rel_err_vs_loop"],
         "train_size": args.train_size, "train_grad_batched_s": t_grad, "train_grad_loop_s": t_grad_loop,
         "train_grad_loop_samples_timed": n_tl,
         "train_grad_speedup_vs_loop": t_grad_loop / t_grad,
@@ -149,8 +172,9 @@ def measure(profile, args, device) -> dict:
         "ddim_steps": args.ddim_steps,
         "variants": variants,
         "notes": (f"loops timed on {n_loop} (guidance) and {n_tl} (train gradient) samples and extrapolated "
-                  f"linearly to {B} and {args.train_size}; vectorised timings are medians of {args.repeat} "
-                  f"runs after a warm-up; batch_coupled is the original's batch-normalised (not per-sample) way"),
+                  f"linearly to {B} and {args.train_size}; exact (dot, cos) and batch-coupled guidance are medians "
+                  f"of {max(args.repeat, 5)} alternated calls after a warm-up, other timings medians of "
+                  f"{args.repeat}; batch_coupled is the original's batch-normalised (not per-sample) way"),
     }
     goals = {}
     for name, (goal, kind) in GOALS.items():
@@ -159,8 +183,8 @@ def measure(profile, args, device) -> dict:
             goals[name] = {"goal": f"{'>=' if kind == 'min' else '<='} {goal:g}", "met": bool(met)}
     results["goals"] = goals
 
-    print(f"influence guidance, B={B}: vectorised {t_vec:.3f} s | naive loop {t_loop:.2f} s "
-          f"({n_loop} timed) | original's coupled batch way {t_batch:.3f} s")
+    print(f"influence guidance, B={B}: exact dot {t_dot:.3f} s | exact cos {t_vec:.3f} s | naive loop "
+          f"{t_loop:.2f} s ({n_loop} timed) | original's coupled batch way {t_batch:.3f} s")
     print(f"train gradient, N={args.train_size}: batched {t_grad:.2f} s | one at a time {t_grad_loop:.1f} s "
           f"({n_tl} timed)")
     if ddim:

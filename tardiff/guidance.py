@@ -597,7 +597,8 @@ def inverse_hvp(classifier: nn.Module, X, y, G: Gradient, damping: float = 0.01,
 
 
 def pair_influence_guidance(pairs: Pairs, score: str = "dot") -> Hook:
-    """Hook: ∇_{x̂0_i} Σ_m score(g_i(θ_m), G_m), exact per sample and vectorised (per-sample GRU algebra).
+    """Hook: ∇_{x̂0_i} Σ_m score(g_i(θ_m), G_m), exact per sample and vectorised: score "dot" by one
+    double backward of the summed loss (`_dot_guidance`), "cos" by the per-sample GRU algebra.
 
     One pair (f_θ, G) is TarDiff; several are cross-fit folds or TracIn checkpoints of one run.
     """
@@ -609,11 +610,30 @@ def pair_influence_guidance(pairs: Pairs, score: str = "dot") -> Hook:
         for classifier, _ in pairs:
             classifier.eval()
         with torch.enable_grad():
+            if score == "dot":
+                return _dot_guidance(pairs, pred_x0, _targets(y, pred_x0)).detach()
             x = pred_x0.detach().requires_grad_(True)
             total = _pair_scores(pairs, x, _targets(y, x), score)
             return torch.autograd.grad(total.sum(), x)[0].detach()
 
     return hook
+
+
+def _dot_guidance(pairs, x, y) -> torch.Tensor:
+    """∇_{x_i} Σ_m g_i(θ_m)ᵀG_m for every sample i, exact.
+
+    With the dot score no sample's term depends on another sample's x, so this is the gradient of
+    ⟨∇θ Σ_j ℓ_j, G⟩: the original's batch computation with the loss summed and without its batch norm,
+    which is what couples its samples. One double backward through the module per pair, the cost of the
+    original's coupled gradient (benchmarks/bench_guidance.py measures both)."""
+    x = x.detach().requires_grad_(True)
+    total = x.new_zeros(())
+    for classifier, G in pairs:
+        params, Gs = _module_params(classifier, G, x)
+        loss = F.binary_cross_entropy_with_logits(classifier(x), y, reduction="sum")
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        total = total + sum((g * Gm).sum() for g, Gm in zip(grads, Gs))
+    return torch.autograd.grad(total, x)[0]
 
 
 def pair_scores(pairs: Pairs, X, y, score: str = "dot", batch_size: int = 512) -> np.ndarray:

@@ -368,3 +368,17 @@ def test_score_name_is_checked(trained):
 
     with pytest.raises(ValueError, match="score must be one of"):
         pair_influence_guidance([(trained, {})], "cosine")
+
+
+def test_dot_guidance_is_per_sample(trained):
+    """The dot score's guidance is one batch double backward, yet no sample's guidance depends on another's x."""
+    from tardiff.guidance import pair_influence_guidance
+
+    model, G, x, y = setup(trained, torch.float64)
+    x2 = x.clone()
+    x2[3] += torch.randn_like(x2[3])
+    hook = pair_influence_guidance([(model, G)], "dot")
+    a, b = hook(None, None, x, y), hook(None, None, x2, y)
+    torch.testing.assert_close(a[:3], b[:3], rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(a[4:], b[4:], rtol=1e-10, atol=1e-14)
+    assert rel_err(b[3:4], a[3:4]) > 1e-3
