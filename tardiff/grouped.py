@@ -1,4 +1,5 @@
-"""Many downstream GRU classifiers trained as one batched group, equal to training them one by one.
+"""Many small GRU classifiers trained as one batched group, equal to training them one by one: the
+downstream models of the tables (`train_group`) and the fidelity discriminators (`fixed_epoch_logits`).
 
 The tables re-train a 1-layer biGRU of 32 units ~150 times (sets x seeds x alpha). One such model leaves a
 CPU mostly idle: each of its steps is a (256, 32) product. Here the members (each with its own training
@@ -9,7 +10,7 @@ fires is dropped from the stack; the others go on. `train_classifier` (`tardiff.
 reference: `tests/test_grouped.py` checks that both give the same predictions (on a CPU; on a GPU the
 dropout masks come from each member's CPU stream, where train_classifier draws them on the GPU).
 
-Measured (benchmarks/bench_evaluate.py, 2 CPU cores): 2.5x faster than one at a time. The CPU is bound by
+Measured (benchmarks/bench_evaluate.py, 2 CPU cores): 2.4-2.5x faster than one at a time. The CPU is bound by
 memory traffic here, so groups stay small (4 members); on a GPU they can be large.
 """
 from __future__ import annotations
@@ -320,7 +321,8 @@ def fixed_epoch_logits(train_sets: list, X_eval: list, hidden: int, epochs: int,
     config = ClassifierConfig(rnn="gru", hidden=hidden, layers=1, dropout=0.0, bidirectional=False)
     train = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=epochs)
     max_members = max_members or default_group_size(device)
-    checked = [training_set(X, y, _as_tensor(X_eval[i], f"X_eval[{i}]"), f"train_sets[{i}] X", f"train_sets[{i}] y")
+    evals = [_as_tensor(X, f"X_eval[{i}]") for i, X in enumerate(X_eval)]
+    checked = [training_set(X, y, evals[i], f"train_sets[{i}] X", f"train_sets[{i}] y")
                for i, (X, y) in enumerate(train_sets)]
     out: list = [None] * len(checked)
     by_size: dict = {}
@@ -346,7 +348,7 @@ def fixed_epoch_logits(train_sets: list, X_eval: list, hidden: int, epochs: int,
             with torch.no_grad():
                 for k, i in enumerate(group):
                     member = {name: v[k:k + 1] for name, v in params.items()}
-                    out[i] = _val_logits(member, _as_tensor(X_eval[i], f"X_eval[{i}]").to(device), 1)[0].cpu()
+                    out[i] = _val_logits(member, evals[i].to(device), 1)[0].cpu()
     return out
 
 
