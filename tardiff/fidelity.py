@@ -5,7 +5,7 @@ Everything takes arrays in model space: X (N, T, F) float32. A "method" is a nam
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
