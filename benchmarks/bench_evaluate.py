@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     profile = get_profile(args.profile)
     real, sets, source = load_inputs(args, profile)
     config = evaluate.EvalConfig.from_profile(profile, device=str(device))
-    seeds = [config.seed + i for i in range(config.n_seeds)]
+    seeds = config.seeds
     train_sets = [xy for xy in [(real.X_train, real.y_train), *sets.values()] for _ in seeds]
     print(f"{len(train_sets)} downstream models ({len(sets) + 1} sets x {len(seeds)} seeds) on {source}, "
           f"device {device}, {torch.get_num_threads()} threads")

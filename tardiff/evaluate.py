@@ -117,6 +117,11 @@ class EvalConfig:
         if self.n_seeds < 1:
             raise ValueError(f"n_seeds must be >= 1, got {self.n_seeds}")
 
+    @property
+    def seeds(self) -> list[int]:
+        """The downstream seeds: seed, seed + 1, ... (n_seeds of them)."""
+        return [self.seed + i for i in range(self.n_seeds)]
+
     @classmethod
     def from_profile(cls, profile, **overrides) -> "EvalConfig":
         """From a `tardiff.config.Profile` (eval_classifier, eval_train, n_seeds, bootstrap)."""
@@ -134,7 +139,7 @@ def _resolve(train_fn, predict_fn):
 def _downstream(makers: list, real, config: EvalConfig, train_fn, predict_fn) -> list[dict]:
     """Per `make_train_set(seed)` in `makers`: train on it for each seed (all makers' models as one grouped
     fit), select on real validation, score on real test."""
-    seeds = [config.seed + i for i in range(config.n_seeds)]
+    seeds = config.seeds
     train_sets = [make(seed) for make in makers for seed in seeds]
     models = fit_many(train_sets, real, config, seeds * len(makers), train_fn)
     rows = []
@@ -166,7 +171,7 @@ def fit_many(train_sets: list, real, config: EvalConfig, seeds: list, train_fn=N
 def fit_downstream(X_train, y_train, real, config: EvalConfig, train_fn=None) -> list:
     """The n_seeds downstream models trained on one set (selected on real validation), kept for scoring
     any split later: validation first (selection), test only once the selection is written."""
-    seeds = [config.seed + i for i in range(config.n_seeds)]
+    seeds = config.seeds
     return fit_many([(X_train, y_train)] * len(seeds), real, config, seeds, train_fn)
 
 

@@ -13,6 +13,7 @@ import torch
 from scipy.stats import wasserstein_distance
 from torch import nn
 
+from tardiff import grouped
 from tardiff.metrics import auroc
 from tardiff.stays import CHANNELS
 from tardiff.utils import get_device
@@ -109,8 +110,6 @@ def discriminative_scores_many(jobs: list, config: FidelityConfig | None = None)
     """`discriminative_score(X_real, X_syn, replace(config, seed=seed))` for every (X_real, X_syn, seed) in
     `jobs`, the discriminators trained together as batched groups (`tardiff.grouped`): the same
     initialisations, splits and batch orders, equal to one by one up to float rounding."""
-    from tardiff import grouped
-
     config = config or FidelityConfig()
     data = [_discriminator_data(X_real, X_syn, seed) for X_real, X_syn, seed in jobs]
     orders = [lambda rng=np.random.default_rng(seed), n=len(d[1]): rng.permutation(n)  # _fit's batch orders

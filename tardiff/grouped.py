@@ -189,10 +189,7 @@ def train_group(train_sets: list, X_val, y_val, config: ClassifierConfig = Class
                for i, (X, y) in enumerate(train_sets)]
     device = get_device(device)
     results: list = [None] * len(members)
-    by_size: dict = {}
-    for i, (X, _) in enumerate(members):
-        by_size.setdefault(len(X), []).append(i)
-    groups = [idx[k:k + max_members] for idx in by_size.values() for k in range(0, len(idx), max_members)]
+    groups = _size_groups([len(X) for X, _ in members], max_members)
     bar = tqdm(total=len(members), desc="classifiers (grouped)", disable=not progress, leave=False)
     for group in groups:
         for i, out in zip(group, _train_one_group([members[i] for i in group], [seeds[i] for i in group],
@@ -201,6 +198,15 @@ def train_group(train_sets: list, X_val, y_val, config: ClassifierConfig = Class
         bar.update(len(group))
     bar.close()
     return results
+
+
+def _size_groups(sizes: list[int], max_members: int) -> list[list[int]]:
+    """Member indices grouped by training-set size (members of a group share the batches per epoch), at most
+    `max_members` per group."""
+    by_size: dict = {}
+    for i, n in enumerate(sizes):
+        by_size.setdefault(n, []).append(i)
+    return [idx[k:k + max_members] for idx in by_size.values() for k in range(0, len(idx), max_members)]
 
 
 def _train_one_group(members, seeds, X_val, y_val, config, train, device):
@@ -325,30 +331,25 @@ def fixed_epoch_logits(train_sets: list, X_eval: list, hidden: int, epochs: int,
     checked = [training_set(X, y, evals[i], f"train_sets[{i}] X", f"train_sets[{i}] y")
                for i, (X, y) in enumerate(train_sets)]
     out: list = [None] * len(checked)
-    by_size: dict = {}
-    for i, (X, _) in enumerate(checked):
-        by_size.setdefault(len(X), []).append(i)
-    for idx in by_size.values():
-        for k in range(0, len(idx), max_members):
-            group = idx[k:k + max_members]
-            models = []
-            for i in group:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seeds[i])
-                    models.append(build_classifier(checked[i][0].shape[-1], config))
-            params = _stacked(models, device)
-            adam = _Adam(params, train)
-            X_all = torch.stack([checked[i][0] for i in group]).to(device)
-            y_all = torch.stack([checked[i][1] for i in group]).to(device)
-            rows = torch.arange(len(group), device=device)
-            buffers = _Buffers()
-            for _ in range(epochs):
-                order = torch.stack([torch.as_tensor(orders[i]()) for i in group]).to(device)
-                _epoch(params, adam, X_all, y_all, rows, order, batch_size, 1, 0.0, [], None, buffers)
-            with torch.no_grad():
-                for k, i in enumerate(group):
-                    member = {name: v[k:k + 1] for name, v in params.items()}
-                    out[i] = _val_logits(member, evals[i].to(device), 1)[0].cpu()
+    for group in _size_groups([len(X) for X, _ in checked], max_members):
+        models = []
+        for i in group:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seeds[i])
+                models.append(build_classifier(checked[i][0].shape[-1], config))
+        params = _stacked(models, device)
+        adam = _Adam(params, train)
+        X_all = torch.stack([checked[i][0] for i in group]).to(device)
+        y_all = torch.stack([checked[i][1] for i in group]).to(device)
+        rows = torch.arange(len(group), device=device)
+        buffers = _Buffers()
+        for _ in range(epochs):
+            order = torch.stack([torch.as_tensor(orders[i]()) for i in group]).to(device)
+            _epoch(params, adam, X_all, y_all, rows, order, batch_size, 1, 0.0, [], None, buffers)
+        with torch.no_grad():
+            for k, i in enumerate(group):
+                member = {name: v[k:k + 1] for name, v in params.items()}
+                out[i] = _val_logits(member, evals[i].to(device), 1)[0].cpu()
     return out
 
 

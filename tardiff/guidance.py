@@ -376,15 +376,20 @@ def _module_params(classifier, train_gradient, like):
     return params, [train_gradient[n].to(like.device, like.dtype) for n in names]
 
 
+def _loss_gradient(classifier, train_gradient, x, y, reduction: str):
+    """∇θ of the batch's BCE loss (`reduction` "mean" or "sum"), differentiable w.r.t. x, and its dot with G."""
+    params, Gs = _module_params(classifier, train_gradient, x)
+    loss = F.binary_cross_entropy_with_logits(classifier(x), y, reduction=reduction)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    return grads, sum((g * G).sum() for g, G in zip(grads, Gs))
+
+
 def _batch_guidance(classifier, train_gradient, x, y) -> torch.Tensor:
     """The original's way: ∇_x ⟨ḡ/(‖ḡ‖+1e-6), G⟩, ḡ the gradient of the batch's mean loss (couples the batch)."""
-    params, Gs = _module_params(classifier, train_gradient, x)
     x = x.detach().requires_grad_(True)
-    loss = F.binary_cross_entropy_with_logits(classifier(x), y, reduction="mean")
-    grads = torch.autograd.grad(loss, params, create_graph=True)
+    grads, dot = _loss_gradient(classifier, train_gradient, x, y, "mean")
     norm = torch.sqrt(sum((g * g).sum() for g in grads))
-    score = sum((g * G).sum() for g, G in zip(grads, Gs)) / (norm + _BATCH_EPS)
-    return torch.autograd.grad(score, x)[0]
+    return torch.autograd.grad(dot / (norm + _BATCH_EPS), x)[0]
 
 
 def influence_scores(classifier: nn.Module, train_gradient: Gradient, x: torch.Tensor, y,
@@ -627,12 +632,7 @@ def _dot_guidance(pairs, x, y) -> torch.Tensor:
     which is what couples its samples. One double backward through the module per pair, the cost of the
     original's coupled gradient (benchmarks/bench_guidance.py measures both)."""
     x = x.detach().requires_grad_(True)
-    total = x.new_zeros(())
-    for classifier, G in pairs:
-        params, Gs = _module_params(classifier, G, x)
-        loss = F.binary_cross_entropy_with_logits(classifier(x), y, reduction="sum")
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        total = total + sum((g * Gm).sum() for g, Gm in zip(grads, Gs))
+    total = sum(_loss_gradient(classifier, G, x, y, "sum")[1] for classifier, G in pairs)
     return torch.autograd.grad(total, x)[0]
 
 

@@ -21,9 +21,13 @@ def _resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
 
 
-def _tie_groups(p_sorted: np.ndarray) -> np.ndarray:
-    """Start positions of the runs of equal scores in sorted scores."""
-    return np.flatnonzero(np.diff(p_sorted, prepend=np.nan) != 0)
+def _tie_group_counts(y: np.ndarray, p: np.ndarray, counts: np.ndarray, descending: bool):
+    """Per resample (B) and run of equal scores (in score order), the positives drawn and all stays drawn:
+    two (B, groups) integer arrays. p is sorted once for every resample."""
+    order = np.argsort(-p if descending else p, kind="stable")
+    starts = np.flatnonzero(np.diff(p[order], prepend=np.nan) != 0)
+    w = counts[:, order]
+    return np.add.reduceat(w * y[order], starts, axis=1), np.add.reduceat(w, starts, axis=1)
 
 
 def _auroc_counts(y: np.ndarray, p: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -33,11 +37,8 @@ def _auroc_counts(y: np.ndarray, p: np.ndarray, counts: np.ndarray) -> np.ndarra
     the Mann-Whitney U sums positives x (negatives below + ½ negatives tied). U is a half-integer, exact in
     float64, so this equals the mid-rank formula on the materialised resample to the last bit.
     """
-    order = np.argsort(p, kind="stable")
-    starts = _tie_groups(p[order])
-    w = counts[:, order]
-    pos = np.add.reduceat(w * y[order], starts, axis=1)   # (B, groups), integer counts
-    neg = np.add.reduceat(w, starts, axis=1) - pos
+    pos, total = _tie_group_counts(y, p, counts, descending=False)
+    neg = total - pos
     neg_below = np.cumsum(neg, axis=1) - neg
     u_twice = (pos * (2 * neg_below + neg)).sum(axis=1)
     n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
@@ -51,11 +52,7 @@ def _auprc_counts(y: np.ndarray, p: np.ndarray, counts: np.ndarray) -> np.ndarra
     Scores sorted once, descending; a positive's precision is read at the end of its tie group (sklearn's
     thresholds are distinct scores): AP = Σ_groups positives x TP/N at the group's end, / positives.
     """
-    order = np.argsort(-p, kind="stable")
-    starts = _tie_groups(p[order])
-    w = counts[:, order]
-    pos = np.add.reduceat(w * y[order], starts, axis=1)   # (B, groups)
-    total = np.add.reduceat(w, starts, axis=1)
+    pos, total = _tie_group_counts(y, p, counts, descending=True)
     precision = np.cumsum(pos, axis=1) / np.maximum(np.cumsum(total, axis=1), 1)  # 0 where nothing drawn yet
     n_pos = pos.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -166,7 +166,7 @@ def fit_all(real: RealData, profile: Profile, synthetic_dir: Path, seed: int = 0
     sets = load_method_sets(synthetic_dir)
     splits = real
     names = ["real", *sets]
-    seeds = [config.seed + i for i in range(config.n_seeds)]
+    seeds = config.seeds
     train_sets = [(real.X_train, real.y_train) if name == "real" else sets[name] for name in names for _ in seeds]
     fitted = evaluate.fit_many(train_sets, splits, replace(config, progress=progress), seeds * len(names))
     models = {name: fitted[k * len(seeds):(k + 1) * len(seeds)] for k, name in enumerate(names)}
