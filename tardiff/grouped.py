@@ -323,6 +323,9 @@ def fixed_epoch_logits(train_sets: list, X_eval: list, hidden: int, epochs: int,
     seed does) and `orders[i]()` gives its batch order of every epoch: what `tardiff.fidelity`'s
     discriminators are, so they train together and equal one-by-one training up to float rounding.
     """
+    if not len(train_sets) == len(X_eval) == len(seeds) == len(orders):
+        raise ValueError(f"need one X_eval, seed and order per training set: got {len(train_sets)} training sets, "
+                         f"{len(X_eval)} X_eval, {len(seeds)} seeds and {len(orders)} orders")
     device = get_device(device)
     config = ClassifierConfig(rnn="gru", hidden=hidden, layers=1, dropout=0.0, bidirectional=False)
     train = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=epochs)

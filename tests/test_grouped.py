@@ -115,3 +115,14 @@ def test_fixed_epoch_discriminators_equal_one_by_one():
                           replace(config, seed=seed), "cpu")
         alone = torch.as_tensor(fidelity._apply(model, d[2], "cpu"))
         torch.testing.assert_close(z, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_epoch_logits_refuses_bad_input():
+    X, y = np.zeros((8, 4, 2), np.float32), np.array([0, 1] * 4)
+    order = [lambda: np.arange(8)]
+    with pytest.raises(ValueError, match="one X_eval, seed and order per training set"):
+        grouped.fixed_epoch_logits([(X, y)], [X], hidden=4, epochs=1, batch_size=4, lr=1e-2, seeds=[0, 1], orders=order)
+    bad = X.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"train_sets\[0\] X has 1 NaN"):
+        grouped.fixed_epoch_logits([(bad, y)], [X], hidden=4, epochs=1, batch_size=4, lr=1e-2, seeds=[0], orders=order)
