@@ -1,6 +1,8 @@
-"""Training speed of the two models, per profile: classifier seconds per epoch, diffusion seconds per step.
+"""Training speed of the two models, per profile: classifier seconds per epoch, diffusion seconds per step;
+and notebook 03's three diffusion models trained one after another in this process vs at once in one-thread
+processes (`pipeline.train_diffusion_models`), both in the same run.
 
-    python benchmarks/bench_training.py [--device cuda] [--profiles default paper]
+    python benchmarks/bench_training.py [--device cuda] [--profiles default paper] [--parallel-steps 300]
 
 Random data of PhysioNet's shape (3,600 training stays, 24 h x 8 channels): timing does not depend on
 values. Writes outputs/benchmarks/training.json and prints the same figures.
@@ -8,11 +10,14 @@ values. Writes outputs/benchmarks/training.json and prints the same figures.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
+from tardiff import pipeline
 from tardiff.classifier import train_classifier
 from tardiff.config import get_profile
 from tardiff.diffusion import GaussianDiffusion
@@ -44,6 +49,23 @@ def diffusion_step_s(profile, X, device, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def parallel_diffusion(profile, X, y, device, steps: int) -> dict:
+    """Notebook 03's jobs (an unconditional model, two class-conditional ones) for `steps` steps each, one after
+    another in this process and then at once in one-thread processes; process start-up is included."""
+    profile = replace(profile, diffusion_train=replace(profile.diffusion_train, steps=steps,
+                                                       checkpoint_every=steps))
+    timings = {}
+    for name, parallel in (("one_after_another_s", False), ("one_thread_processes_s", True)):
+        with tempfile.TemporaryDirectory() as folder:
+            jobs = {Path(folder) / "ddpm.pt": (X, None), Path(folder) / "cfg_a.pt": (X, y),
+                    Path(folder) / "cfg_b.pt": (X, 1 - y)}
+            start = time.perf_counter()
+            pipeline.train_diffusion_models(jobs, profile, device=device, progress=False, parallel=parallel)
+            timings[name] = time.perf_counter() - start
+    return {"models": 3, "steps_each": steps, **timings,
+            "speedup": timings["one_after_another_s"] / timings["one_thread_processes_s"]}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None)
@@ -51,6 +73,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--stays", type=int, default=3600)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--parallel-steps", type=int, default=300,
+                        help="steps per model for the three-model comparison (0: skip it)")
     parser.add_argument("--out", default="outputs/benchmarks/training.json")
     args = parser.parse_args(argv)
     device = get_device(args.device)
@@ -71,9 +95,15 @@ def main(argv=None) -> dict:
         print(f"[{name}] classifier {profile.guide_classifier.hidden}x{profile.guide_classifier.layers}: "
               f"{epoch:.2f} s/epoch on {args.stays} stays | diffusion: {step * 1000:.0f} ms/step at batch "
               f"{profile.diffusion_train.batch_size}, {profile.diffusion_train.steps} steps ~ {total / 60:.1f} min")
+    parallel = None
+    if args.parallel_steps and device.type == "cpu":
+        parallel = parallel_diffusion(get_profile("default"), X, y, device, args.parallel_steps)
+        print(f"[default] three diffusion models x {args.parallel_steps} steps: one after another "
+              f"{parallel['one_after_another_s']:.1f} s, one-thread processes {parallel['one_thread_processes_s']:.1f} s "
+              f"({parallel['speedup']:.2f}x)")
     write_manifest(args.out, config=vars(args), seed=0, wall_time_s=time.perf_counter() - started,
                    device=str(device), torch=torch.__version__, num_threads=torch.get_num_threads(),
-                   profiles=results)
+                   profiles=results, diffusion_models_parallel=parallel)
     print(f"wrote {args.out}")
     return results
 

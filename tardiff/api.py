@@ -77,13 +77,13 @@ class TarDiff:
                                         device=self.device, progress=progress)
         pipeline.build_references(self._cohort, self.profile, self.models_dir, seed=self.seed, device=self.device,
                                   progress=progress)
+        diffusion_jobs = {}
         if "cond" in backbones:
-            pipeline.train_diffusion_model(self._cohort.X_train, self._cohort.y_train, self.profile,
-                                           self.models_dir / f"cfg_{TASK}.pt", seed=self.seed, device=self.device,
-                                           progress=progress)
+            diffusion_jobs[self.models_dir / f"cfg_{TASK}.pt"] = (self._cohort.X_train, self._cohort.y_train)
         if "uncond" in backbones:
-            pipeline.train_diffusion_model(self._cohort.X_train, None, self.profile, self.models_dir / "ddpm.pt",
-                                           seed=self.seed, device=self.device, progress=progress)
+            diffusion_jobs[self.models_dir / "ddpm.pt"] = (self._cohort.X_train, None)
+        pipeline.train_diffusion_models(diffusion_jobs, self.profile, seed=self.seed, device=self.device,
+                                        progress=progress)
         self._write_state(time.perf_counter() - start)
         return self
 

@@ -283,3 +283,30 @@ def test_original_update_adds_the_hook_to_x_prev_with_s_squared():
     assert torch.allclose(guided, (1 - s) * plain + s * s * grad, atol=1e-6)
     with pytest.raises(ValueError, match="guidance_update"):
         diffusion.step(eps, 100, x, 80, guidance_update="x0")
+
+
+def test_parallel_diffusion_models_equal_one_by_one(tmp_path):
+    """pipeline.train_diffusion_models' one-thread worker processes train the weights this (one-thread) process
+    trains one model after another; a worker's error reaches the caller."""
+    from dataclasses import replace
+
+    from tardiff import pipeline
+    from tardiff.config import get_profile
+    profile = get_profile("smoke")
+    profile = replace(profile, unet=TINY, diffusion_train=replace(profile.diffusion_train, steps=4, checkpoint_every=2))
+    X, y = toy(48)
+
+    def jobs(folder):
+        return {folder / "ddpm.pt": (X, None), folder / "cfg.pt": (X, y)}
+
+    parallel = pipeline.train_diffusion_models(jobs(tmp_path / "a"), profile, progress=False)
+    one_by_one = pipeline.train_diffusion_models(jobs(tmp_path / "b"), profile, progress=False, parallel=False)
+    for name in ("ddpm.pt", "cfg.pt"):
+        assert parallel[tmp_path / "a" / name]["loss"] == one_by_one[tmp_path / "b" / name]["loss"]
+        a, b = load_diffusion(tmp_path / "a" / name), load_diffusion(tmp_path / "b" / name)
+        assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items()), name
+    bad = X.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pipeline.train_diffusion_models({tmp_path / "c" / "ddpm.pt": (X, None), tmp_path / "c" / "bad.pt": (bad, None)},
+                                        profile, progress=False)
