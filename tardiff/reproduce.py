@@ -14,6 +14,7 @@ import argparse
 import ast
 import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -155,9 +156,22 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
     return report
 
 
-def publish(outputs: str | Path, results: str | Path, profile: str) -> Path:
+def portable_paths(text: str, outputs: str | Path, figures: str | Path = "figures", data_dir=None) -> str:
+    """An executed notebook's text without this machine's paths (papermill's parameters, warnings' file names):
+    the run's outputs and figures folders become `outputs` and `figures`, the archives' folder `<data-dir>`,
+    the repository `.`, the Python environment `<env>`."""
+    named = [(outputs, "outputs"), (figures, "figures"), (sys.prefix, "<env>"), (ROOT, ".")]
+    for path, name in named + ([(data_dir, "<data-dir>")] if data_dir else []):
+        for form in {str(Path(path).resolve()), str(Path(path).absolute())}:
+            text = re.sub(re.escape(form) + r"(?![\w.-])", name, text)  # /x/a, not inside /x/ab
+    return text
+
+
+def publish(outputs: str | Path, results: str | Path, profile: str, figures: str | Path = "figures",
+            data_dir=None) -> Path:
     """Copy a finished run's tables and executed notebooks to `results` (committed, so README's numbers are
-    traceable), with a manifest naming the commit, the profile and each step's wall time."""
+    traceable; the notebooks without this machine's paths), with a manifest naming the commit, the profile
+    and each step's wall time."""
     import shutil
     import subprocess
 
@@ -169,7 +183,7 @@ def publish(outputs: str | Path, results: str | Path, profile: str) -> Path:
     for path in tables + sorted((outputs / "tables").glob("*.md")):
         shutil.copyfile(path, results / path.name)
     for path in sorted((outputs / "notebooks").glob("*.ipynb")):
-        shutil.copyfile(path, results / "notebooks" / path.name)
+        (results / "notebooks" / path.name).write_text(portable_paths(path.read_text(), outputs, figures, data_dir))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "tardiff", "notebooks"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip())
@@ -216,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(r["wall_time_s"] or 0 for r in report.values() if not r["skipped"])
     print(f"[reproduce] all steps done; {total:.0f} s of work this run")
     if args.publish:
-        print(f"[reproduce] published to {publish(args.outputs, args.publish, args.profile)}")
+        print(f"[reproduce] published to {publish(args.outputs, args.publish, args.profile, args.figures, args.data_dir)}")
     return 0
 
 

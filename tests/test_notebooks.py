@@ -1,6 +1,7 @@
 """Notebooks: paired with their .py twins, thin, parameterised; the smoke batch runs end to end."""
 import json
 import os
+import sys
 from pathlib import Path
 
 import jupytext
@@ -33,6 +34,18 @@ def test_notebook_cells_are_thin(name):
         if cell.cell_type == "code":
             lines = [l for l in cell.source.splitlines() if l.strip() and not l.strip().startswith("#")]
             assert len(lines) <= 15, f"{name}: a {len(lines)}-line cell belongs in the tardiff package"
+
+
+def test_published_notebooks_lose_this_machines_paths(tmp_path):
+    from tardiff.reproduce import portable_paths
+    outputs, figures = tmp_path / "run" / "outputs", tmp_path / "figs"
+    text = json.dumps({"outputs_dir": str(outputs), "figures_dir": str(figures), "data": f"{outputs}/data/set-a.npz",
+                       "warning": f"{sys.prefix}/lib/tqdm/auto.py:21", "notebook": f"{ROOT}/notebooks/03.ipynb",
+                       "data_dir": "/archives/2012", "other": "/archives/2012b"})
+    assert json.loads(portable_paths(text, outputs, figures, "/archives/2012")) == {
+        "outputs_dir": "outputs", "figures_dir": "figures", "data": "outputs/data/set-a.npz",
+        "warning": "<env>/lib/tqdm/auto.py:21", "notebook": "./notebooks/03.ipynb",
+        "data_dir": "<data-dir>", "other": "/archives/2012b"}
 
 
 def _smoke_data_dir() -> Path:
@@ -83,11 +96,15 @@ def test_smoke_reproduction_end_to_end(tmp_path):
     assert len(list(figures.glob("*.png"))) >= 6
     from tardiff.reproduce import publish
 
-    published = publish(outputs, tmp_path / "results", "smoke")
+    published = publish(outputs, tmp_path / "results", "smoke", figures, _smoke_data_dir())
     manifest = json.loads((published / "manifest.json").read_text())
     assert len(manifest["commit"]) == 40 and manifest["steps"]["05_evaluation"]["wall_time_s"] > 0
     assert (published / "tstr.csv").read_bytes() == (outputs / "tables" / "tstr.csv").read_bytes()
     assert len(list((published / "notebooks").glob("*.ipynb"))) == len(NOTEBOOKS)
+    for path in (published / "notebooks").glob("*.ipynb"):  # valid, and without this machine's paths
+        text = path.read_text()
+        assert json.loads(text)["cells"] and "outputs/" in text, path.name
+        assert str(tmp_path) not in text and sys.prefix not in text and str(_smoke_data_dir()) not in text, path.name
     again = reproduce("smoke", data_dir=str(_smoke_data_dir()), outputs=str(outputs), figures=str(figures),
                       device="auto")
     assert all(step["skipped"] for step in again.values()), "unchanged inputs must be skipped"
