@@ -99,8 +99,8 @@ def main(argv=None) -> dict:
     if args.parallel_steps and device.type == "cpu":
         parallel = parallel_diffusion(get_profile("default"), X, y, device, args.parallel_steps)
         print(f"[default] three diffusion models x {args.parallel_steps} steps: one after another "
-              f"{parallel['one_after_another_s']:.1f} s, one-thread processes {parallel['one_thread_processes_s']:.1f} s "
-              f"({parallel['speedup']:.2f}x)")
+              f"{parallel['one_after_another_s']:.1f} s, one-thread processes "
+              f"{parallel['one_thread_processes_s']:.1f} s ({parallel['speedup']:.2f}x)")
     write_manifest(args.out, config=vars(args), seed=0, wall_time_s=time.perf_counter() - started,
                    device=str(device), torch=torch.__version__, num_threads=torch.get_num_threads(),
                    profiles=results, diffusion_models_parallel=parallel)

@@ -97,14 +97,22 @@ def train_diffusion_models(jobs: dict[Path, tuple], profile: Profile, seed: int 
     On a CPU (and with `parallel`) each one trains at once in its own one-thread process: a training step
     gains only ~1.25x from a second thread (batch 128 is small), so three one-thread processes on 2 cores
     finish ~1.4x sooner than one model after another (benchmarks/bench_training.py), and the weights no
-    longer depend on how many cores the machine has. On a GPU, or with parallel=False, they train one after
-    another in this process. Each resumes from its own checkpoints either way.
+    longer depend on how many cores the machine has (a single model trains here, at one thread too). On a
+    GPU, or with parallel=False, they train one after another in this process with its threads. Each resumes
+    from its own checkpoints either way.
     """
     device = get_device(device)
     jobs = {Path(path): xy for path, xy in jobs.items()}
-    if not parallel or device.type != "cpu" or len(jobs) < 2:
+    if not parallel or device.type != "cpu":
         return {path: train_diffusion_model(X, y, profile, path, seed=seed, device=device, progress=progress)[1]
                 for path, (X, y) in jobs.items()}
+    if len(jobs) == 1:
+        threads = torch.get_num_threads()
+        try:
+            return {path: _train_diffusion_one_thread(X, y, profile, path, seed, progress)
+                    for path, (X, y) in jobs.items()}
+        finally:
+            torch.set_num_threads(threads)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -128,9 +136,9 @@ def train_diffusion_models(jobs: dict[Path, tuple], profile: Profile, seed: int 
     return {path: histories[path] for path in jobs}
 
 
-def _train_diffusion_one_thread(X, y, profile: Profile, path: Path, seed: int) -> dict:
+def _train_diffusion_one_thread(X, y, profile: Profile, path: Path, seed: int, progress: bool = False) -> dict:
     torch.set_num_threads(1)
-    return train_diffusion_model(X, y, profile, path, seed=seed, device="cpu", progress=False)[1]
+    return train_diffusion_model(X, y, profile, path, seed=seed, device="cpu", progress=progress)[1]
 
 
 def build_references(real: RealData, profile: Profile, models_dir: Path, seed: int = 0, device=None,

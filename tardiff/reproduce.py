@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(r["wall_time_s"] or 0 for r in report.values() if not r["skipped"])
     print(f"[reproduce] all steps done; {total:.0f} s of work this run")
     if args.publish:
-        print(f"[reproduce] published to {publish(args.outputs, args.publish, args.profile, args.figures, args.data_dir)}")
+        published = publish(args.outputs, args.publish, args.profile, args.figures, args.data_dir)
+        print(f"[reproduce] published to {published}")
     return 0
 
 
