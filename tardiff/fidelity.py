@@ -146,6 +146,21 @@ def predictive_score(X_syn: np.ndarray, X_real_test: np.ndarray, config: Fidelit
     return float(np.abs(pred - X_real_test[:, 1:]).mean())
 
 
+def predictive_scores_many(sets: list, X_real_test: np.ndarray, config: FidelityConfig | None = None) -> list[float]:
+    """`predictive_score(X_syn, X_real_test, config)` for every X_syn in `sets`, the regressors trained together
+    as batched groups (`tardiff.grouped`): the same initialisations and batch orders, equal to one by one up
+    to float rounding."""
+    config = config or FidelityConfig()
+    sets = [np.asarray(X_syn, np.float32) for X_syn in sets]
+    X_real_test = np.asarray(X_real_test, np.float32)
+    orders = [lambda rng=np.random.default_rng(config.seed), n=len(X_syn): rng.permutation(n)  # _fit's orders
+              for X_syn in sets]
+    predictions = grouped.fixed_epoch_next_step(sets, X_real_test, hidden=config.hidden, epochs=config.epochs,
+                                                batch_size=config.batch_size, lr=config.lr,
+                                                seeds=[config.seed] * len(sets), orders=orders, device=config.device)
+    return [float(np.abs(pred.numpy() - X_real_test[:, 1:]).mean()) for pred in predictions]
+
+
 def marginal_distance(X_real: np.ndarray, X_syn: np.ndarray) -> np.ndarray:
     """(F,) 1-D Wasserstein distance between real and synthetic values of each channel (all hours pooled)."""
     f = X_real.shape[-1]
@@ -178,17 +193,18 @@ def fidelity_table(synthetic: SyntheticSets, X_real_train: np.ndarray, X_real_te
     n_channels = np.shape(X_real_train)[-1]
     if channels is None:
         channels = CHANNELS if n_channels == len(CHANNELS) else [f"f{j}" for j in range(n_channels)]
-    # every set's discriminators (sets x seeds) train together, as batched groups
+    # every set's discriminators (sets x seeds) and predictive regressors train together, as batched groups
     seeds = [config.seed + i for i in range(n_seeds)]
     scores = discriminative_scores_many([(X_real_test, X_syn, seed) for X_syn, _ in synthetic.values()
                                          for seed in seeds], config)
+    predictive = predictive_scores_many([X_syn for X_syn, _ in synthetic.values()], X_real_test, config)
     rows = []
     for k, (method, (X_syn, _)) in enumerate(synthetic.items()):
         marginal = marginal_distance(X_real_train, X_syn)
         disc_mean, disc_sd = _mean_sd(scores[k * n_seeds:(k + 1) * n_seeds])
         rows.append({"method": str(method),
                      "discriminative_score": disc_mean, "discriminative_sd": disc_sd,
-                     "predictive_score": predictive_score(X_syn, X_real_test, config),
+                     "predictive_score": predictive[k],
                      "marginal_distance": float(marginal.mean()),
                      "autocorrelation_distance": autocorrelation_distance(X_real_train, X_syn, config.max_lag),
                      **{f"marginal_{c}": float(d) for c, d in zip(channels, marginal)}})

@@ -1,5 +1,6 @@
-"""Many small GRU classifiers trained as one batched group, equal to training them one by one: the
-downstream models of the tables (`train_group`) and the fidelity discriminators (`fixed_epoch_logits`).
+"""Many small GRU models trained as one batched group, equal to training them one by one: the downstream
+classifiers of the tables (`train_group`), the fidelity discriminators (`fixed_epoch_logits`) and the
+predictive-score regressors (`fixed_epoch_next_step`).
 
 The tables re-train a 1-layer biGRU of 32 units ~150 times (sets x seeds x alpha). One such model leaves a
 CPU mostly idle: each of its steps is a (256, 32) product. Here the members (each with its own training
@@ -10,8 +11,9 @@ fires is dropped from the stack; the others go on. `train_classifier` (`tardiff.
 reference: `tests/test_grouped.py` checks that both give the same predictions (on a CPU; on a GPU the
 dropout masks come from each member's CPU stream, where train_classifier draws them on the GPU).
 
-Measured (benchmarks/bench_evaluate.py, 2 CPU cores): 2.4-2.5x faster than one at a time. The CPU is bound by
-memory traffic here, so groups stay small (4 members); on a GPU they can be large.
+Measured (benchmarks/bench_evaluate.py, 2 CPU cores): 2.0-2.5x faster than one at a time, with the state of
+the machine. The CPU is bound by memory traffic here, so groups stay small (4 members); on a GPU they can be
+large.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from tardiff.classifier import (ClassifierConfig, RNNClassifier, TrainConfig, _as_tensor, _metrics, build_classifier,
@@ -39,15 +42,20 @@ def supports(config: ClassifierConfig) -> bool:
 
 def _stacked(models: list[RNNClassifier], device) -> dict:
     """The members' parameters stacked: GRU weights over D = members x directions, the head over members."""
-    suffixes = [""] + (["_reverse"] if models[0].config.bidirectional else [])
-
-    def gru(kind):
-        return torch.stack([m.rnn.state_dict()[f"{kind}_l0{s}"] for m in models for s in suffixes])
-
-    tensors = {"W_ih": gru("weight_ih"), "W_hh": gru("weight_hh"), "b_ih": gru("bias_ih"), "b_hh": gru("bias_hh"),
+    tensors = {**_stacked_gru([m.rnn for m in models]),
                "w_head": torch.stack([m.head.weight.detach().reshape(-1) for m in models]),
                "b_head": torch.stack([m.head.bias.detach().reshape(()) for m in models])}
     return {k: v.detach().clone().to(device) for k, v in tensors.items()}
+
+
+def _stacked_gru(rnns: list[nn.GRU]) -> dict:
+    """1-layer nn.GRU weights stacked over D = members x directions."""
+    suffixes = [""] + (["_reverse"] if rnns[0].bidirectional else [])
+
+    def gru(kind):
+        return torch.stack([rnn.state_dict()[f"{kind}_l0{s}"] for rnn in rnns for s in suffixes])
+
+    return {"W_ih": gru("weight_ih"), "W_hh": gru("weight_hh"), "b_ih": gru("bias_ih"), "b_hh": gru("bias_hh")}
 
 
 def _per_direction(name: str) -> bool:
@@ -103,9 +111,11 @@ def _forward(p: dict, x: torch.Tensor, directions: int, keep: bool, buffers: _Bu
     return final, (xp, hs, gh_n, rz, ns)
 
 
-def _backward(p: dict, saved, d_final: torch.Tensor, directions: int, buffers: _Buffers | None = None) -> dict:
-    """Gradients of the GRU weights from δ on the final states (M, B, directions*H): BPTT written out, each
-    step's δ in reused cache-sized buffers, the weight gradients accumulated step by step."""
+def _backward(p: dict, saved, d_final: torch.Tensor, directions: int, buffers: _Buffers | None = None,
+              d_outputs: torch.Tensor | None = None) -> dict:
+    """Gradients of the GRU weights from δ on the final states (M, B, directions*H) and, if given, on every
+    step's output state (T, D, B, H), processing order: BPTT written out, each step's δ in reused cache-sized
+    buffers, the weight gradients accumulated step by step."""
     xp, hs, gh_n, rz, ns = saved
     T, D, B, H = ns.shape
     W_hh = p["W_hh"]
@@ -116,6 +126,8 @@ def _backward(p: dict, saved, d_final: torch.Tensor, directions: int, buffers: _
     sum_gh, sum_gi = buffers.get("sum_gh", (D, B, 3 * H), xp).zero_(), buffers.get("sum_gi", (D, B, 3 * H), xp).zero_()
     dh = d_final.view(-1, B, directions, H).transpose(1, 2).reshape(D, B, H)
     for t in range(T - 1, -1, -1):
+        if d_outputs is not None:
+            dh = dh + d_outputs[t]                                                 # δ on the state after step t
         r, z, n = rz[t, ..., :H], rz[t, ..., H:], ns[t]
         dn_post = torch.addcmul(dh, dh, z, value=-1)                               # δn = δh (1 - z)
         d_n = torch.addcmul(dn_post, dn_post * n, n, value=-1, out=d_gi[..., 2 * H:])  # δ(pre n) = δn (1 - n²)
@@ -354,6 +366,81 @@ def fixed_epoch_logits(train_sets: list, X_eval: list, hidden: int, epochs: int,
                 member = {name: v[k:k + 1] for name, v in params.items()}
                 out[i] = _val_logits(member, evals[i].to(device), 1)[0].cpu()
     return out
+
+
+def fixed_epoch_next_step(train_sets: list, X_eval, hidden: int, epochs: int, batch_size: int, lr: float,
+                          seeds: list, orders: list, device=None, max_members: int | None = None) -> list[torch.Tensor]:
+    """Small unidirectional GRU regressors (hidden `hidden`, a linear head on every state) each trained on its
+    X (N, T, F) to predict step t+1 from steps <= t (mean L1 over steps and channels), exactly `epochs` epochs
+    of Adam, as batched groups; returns each one's predictions (N_eval, T-1, F) from X_eval[:, :-1].
+
+    `torch.manual_seed(seeds[i])` initialises member i (as building an nn.GRU then an nn.Linear under that seed
+    does) and `orders[i]()` gives its batch order of every epoch: `tardiff.fidelity`'s predictive-score models,
+    equal to one-by-one training up to float rounding.
+    """
+    if not len(train_sets) == len(seeds) == len(orders):
+        raise ValueError(f"need one seed and order per training set: got {len(train_sets)} training sets, "
+                         f"{len(seeds)} seeds and {len(orders)} orders")
+    device = get_device(device)
+    train = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=epochs)
+    max_members = max_members or default_group_size(device)
+    sets = [_as_tensor(X, f"train_sets[{i}]") for i, X in enumerate(train_sets)]
+    X_eval = _as_tensor(X_eval, "X_eval")
+    n_channels = X_eval.shape[-1]
+    for i, X in enumerate(sets):
+        if X.ndim != 3 or X.shape[1:] != X_eval.shape[1:]:
+            raise ValueError(f"train_sets[{i}] has shape {tuple(X.shape)}; need (N, {X_eval.shape[1]}, {n_channels}) "
+                             "as X_eval")
+    out: list = [None] * len(sets)
+    for group in _size_groups([len(X) for X in sets], max_members):
+        rnns, heads = [], []
+        for i in group:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seeds[i])
+                rnns.append(nn.GRU(n_channels, hidden, batch_first=True))
+                heads.append(nn.Linear(hidden, n_channels))
+        params = {k: v.detach().clone().to(device) for k, v in _stacked_gru(rnns).items()}
+        params["W_out"] = torch.stack([h.weight.detach() for h in heads]).to(device)   # (M, F, H)
+        params["b_out"] = torch.stack([h.bias.detach() for h in heads]).to(device)     # (M, F)
+        adam = _Adam(params, train)
+        X_all = torch.stack([sets[i] for i in group]).to(device)                       # (M, N, T, F)
+        buffers = _Buffers()
+        for _ in range(epochs):
+            order = torch.stack([torch.as_tensor(orders[i]()) for i in group]).to(device)
+            for s in range(0, order.shape[1], batch_size):
+                xb = X_all[torch.arange(len(group), device=device)[:, None], order[:, s:s + batch_size]]
+                adam.step(params, _next_step_grads(params, xb, buffers))
+        with torch.no_grad():
+            predictions = torch.cat([_next_step_predictions(params, X_eval[s:s + 2048, :-1].to(device))[0]
+                                     for s in range(0, len(X_eval), 2048)], 1)             # (M, N_eval, T-1, F)
+        for k, i in enumerate(group):
+            out[i] = predictions[k].cpu()
+    return out
+
+
+def _next_step_predictions(params: dict, x: torch.Tensor, buffers: _Buffers | None = None):
+    """Every member's prediction of step t+1 from each state (M, B, T, F) on x (B, T, F) or (M, B, T, F);
+    also the states (T, M, B, H) for the backward."""
+    M = params["W_out"].shape[0]
+    x = x.expand(M, *x.shape) if x.ndim == 3 else x
+    _, saved = _forward(params, x, 1, keep=True, buffers=buffers)
+    states = saved[1][1:].transpose(0, 1)                                            # (M, T, B, H)
+    pred = torch.baddbmm(params["b_out"].unsqueeze(1), states.reshape(M, -1, states.shape[-1]),
+                         params["W_out"].transpose(1, 2))                           # (M, T*B, F)
+    return pred.view(M, x.shape[2], x.shape[1], -1).transpose(1, 2), saved, states
+
+
+def _next_step_grads(params: dict, xb: torch.Tensor, buffers: _Buffers) -> dict:
+    """Gradients of each member's mean L1 loss of predicting xb[:, :, t+1] from xb[:, :, :t+1], (M, B, T, F)."""
+    pred, saved, states = _next_step_predictions(params, xb[:, :, :-1], buffers)      # (M, B, T-1, F)
+    M, B, T, F_ = pred.shape
+    d_pred = torch.sign(pred - xb[:, :, 1:]).div_(B * T * F_).transpose(1, 2).reshape(M, T * B, F_)
+    flat_states = states.reshape(M, T * B, -1)
+    d_states = torch.bmm(d_pred, params["W_out"]).view(M, T, B, -1).transpose(0, 1)   # (T, M, B, H)
+    grads = _backward(params, saved, torch.zeros_like(flat_states[:, :B]), 1, buffers, d_outputs=d_states)
+    grads["W_out"] = torch.bmm(d_pred.transpose(1, 2), flat_states)
+    grads["b_out"] = d_pred.sum(1)
+    return grads
 
 
 @torch.no_grad()

@@ -126,3 +126,33 @@ def test_fixed_epoch_logits_refuses_bad_input():
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match=r"train_sets\[0\] X has 1 NaN"):
         grouped.fixed_epoch_logits([(bad, y)], [X], hidden=4, epochs=1, batch_size=4, lr=1e-2, seeds=[0], orders=order)
+
+
+def test_fixed_epoch_next_step_equals_one_by_one():
+    """The predictive-score regressors trained as groups predict what fidelity._fit's one-by-one models predict,
+    and fidelity.predictive_scores_many equals predictive_score set by set."""
+    from torch import nn
+
+    from tardiff import fidelity
+
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(70, 9, 3)).astype(np.float32)
+    sets = [real[:60] + s * rng.normal(size=(60, 9, 3)).astype(np.float32) for s in (0.2, 0.5, 1.0)]
+    sets.append(rng.normal(size=(50, 9, 3)).astype(np.float32))  # another size: its own group
+    config = fidelity.FidelityConfig(hidden=5, epochs=3, batch_size=16, lr=1e-2, seed=2, device="cpu")
+    orders = [lambda g=np.random.default_rng(2), n=len(X): g.permutation(n) for X in sets]
+    together = grouped.fixed_epoch_next_step(sets, real, hidden=5, epochs=3, batch_size=16, lr=1e-2,
+                                             seeds=[2] * len(sets), orders=orders, max_members=2)
+    for X, pred in zip(sets, together):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(2)
+            model = fidelity._PostHocGRU(3, 5, 3, per_step=True)
+            fidelity._fit(model, X[:, :-1], X[:, 1:], nn.functional.l1_loss, config, "cpu")
+        alone = torch.as_tensor(fidelity._apply(model, real[:, :-1], "cpu"))
+        assert pred.shape == alone.shape == (70, 8, 3)
+        torch.testing.assert_close(pred, alone, rtol=1e-5, atol=1e-5)
+    many = fidelity.predictive_scores_many(sets, real, config)
+    np.testing.assert_allclose(many, [fidelity.predictive_score(X, real, config) for X in sets], rtol=1e-5)
+    with pytest.raises(ValueError, match=r"train_sets\[1\] has shape"):
+        grouped.fixed_epoch_next_step([real, real[:, :4]], real, hidden=5, epochs=1, batch_size=16, lr=1e-2,
+                                      seeds=[0, 0], orders=orders[:2])
