@@ -388,7 +388,7 @@ def fixed_epoch_next_step(train_sets: list, X_eval, hidden: int, epochs: int, ba
     X_eval = _as_tensor(X_eval, "X_eval")
     n_channels = X_eval.shape[-1]
     for i, X in enumerate(sets):
-        if X.ndim != 3 or X.shape[1:] != X_eval.shape[1:]:
+        if X.shape[1:] != X_eval.shape[1:]:
             raise ValueError(f"train_sets[{i}] has shape {tuple(X.shape)}; need (N, {X_eval.shape[1]}, {n_channels}) "
                              "as X_eval")
     out: list = [None] * len(sets)
@@ -404,41 +404,39 @@ def fixed_epoch_next_step(train_sets: list, X_eval, hidden: int, epochs: int, ba
         params["b_out"] = torch.stack([h.bias.detach() for h in heads]).to(device)     # (M, F)
         adam = _Adam(params, train)
         X_all = torch.stack([sets[i] for i in group]).to(device)                       # (M, N, T, F)
+        rows = torch.arange(len(group), device=device)[:, None]
         buffers = _Buffers()
         for _ in range(epochs):
             order = torch.stack([torch.as_tensor(orders[i]()) for i in group]).to(device)
             for s in range(0, order.shape[1], batch_size):
-                xb = X_all[torch.arange(len(group), device=device)[:, None], order[:, s:s + batch_size]]
-                adam.step(params, _next_step_grads(params, xb, buffers))
+                adam.step(params, _next_step_grads(params, X_all[rows, order[:, s:s + batch_size]], buffers))
         with torch.no_grad():
-            predictions = torch.cat([_next_step_predictions(params, X_eval[s:s + 2048, :-1].to(device))[0]
+            predictions = torch.cat([_next_step_predictions(params, X_eval[s:s + 2048, :-1].to(device), False)[0]
                                      for s in range(0, len(X_eval), 2048)], 1)             # (M, N_eval, T-1, F)
         for k, i in enumerate(group):
             out[i] = predictions[k].cpu()
     return out
 
 
-def _next_step_predictions(params: dict, x: torch.Tensor, buffers: _Buffers | None = None):
+def _next_step_predictions(params: dict, x: torch.Tensor, keep: bool, buffers: _Buffers | None = None):
     """Every member's prediction of step t+1 from each state (M, B, T, F) on x (B, T, F) or (M, B, T, F);
-    also the states (T, M, B, H) for the backward."""
+    also, for the backward if `keep`, what _forward saved and the states (M, T*B, H), time-major."""
     M = params["W_out"].shape[0]
     x = x.expand(M, *x.shape) if x.ndim == 3 else x
-    _, saved = _forward(params, x, 1, keep=True, buffers=buffers)
-    states = saved[1][1:].transpose(0, 1)                                            # (M, T, B, H)
-    pred = torch.baddbmm(params["b_out"].unsqueeze(1), states.reshape(M, -1, states.shape[-1]),
-                         params["W_out"].transpose(1, 2))                           # (M, T*B, F)
+    _, saved = _forward(params, x, 1, keep=keep, buffers=buffers)
+    states = saved[1][1:].transpose(0, 1).reshape(M, -1, saved[1].shape[-1])          # (M, T*B, H)
+    pred = torch.baddbmm(params["b_out"].unsqueeze(1), states, params["W_out"].transpose(1, 2))  # (M, T*B, F)
     return pred.view(M, x.shape[2], x.shape[1], -1).transpose(1, 2), saved, states
 
 
 def _next_step_grads(params: dict, xb: torch.Tensor, buffers: _Buffers) -> dict:
     """Gradients of each member's mean L1 loss of predicting xb[:, :, t+1] from xb[:, :, :t+1], (M, B, T, F)."""
-    pred, saved, states = _next_step_predictions(params, xb[:, :, :-1], buffers)      # (M, B, T-1, F)
+    pred, saved, states = _next_step_predictions(params, xb[:, :, :-1], True, buffers)  # (M, B, T-1, F)
     M, B, T, F_ = pred.shape
     d_pred = torch.sign(pred - xb[:, :, 1:]).div_(B * T * F_).transpose(1, 2).reshape(M, T * B, F_)
-    flat_states = states.reshape(M, T * B, -1)
     d_states = torch.bmm(d_pred, params["W_out"]).view(M, T, B, -1).transpose(0, 1)   # (T, M, B, H)
-    grads = _backward(params, saved, torch.zeros_like(flat_states[:, :B]), 1, buffers, d_outputs=d_states)
-    grads["W_out"] = torch.bmm(d_pred.transpose(1, 2), flat_states)
+    grads = _backward(params, saved, states.new_zeros(M, B, states.shape[-1]), 1, buffers, d_outputs=d_states)
+    grads["W_out"] = torch.bmm(d_pred.transpose(1, 2), states)
     grads["b_out"] = d_pred.sum(1)
     return grads
 
