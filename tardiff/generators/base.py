@@ -88,15 +88,17 @@ class Checkpoint:
     numpy Generator) once, with `restore(...)`, which loads them if a checkpoint exists and returns the
     saved progress ({} when starting); then calls `step(progress, ...)` after every step, which saves
     every `every` steps and when asked (`final=True`). The global torch RNG (dropout) is saved too.
-    A checkpoint written with another config, seed or data is refused, never silently resumed.
+    A checkpoint written with another config, seed or data is refused, never silently resumed. Long steps
+    or epochs are also saved every `every_s` seconds, so no more than that is lost to an interruption.
     """
 
-    def __init__(self, path: str | Path | None, meta: dict, every: int = 1000):
+    def __init__(self, path: str | Path | None, meta: dict, every: int = 1000, every_s: float = 600.0):
         self.path = Path(path) if path is not None else None
         self.meta = json.loads(json.dumps(to_jsonable(meta)))
-        self.every = max(1, int(every))
+        self.every, self.every_s = max(1, int(every)), every_s
         self.stateful: dict = {}
         self._before, self._started = 0.0, time.perf_counter()
+        self._saved = self._started
 
     @property
     def elapsed(self) -> float:
@@ -119,9 +121,12 @@ class Checkpoint:
         return blob["progress"]
 
     def step(self, progress: dict, count: int, final: bool = False) -> None:
-        """Save when `count` (steps done in this phase or in all) reaches a multiple of `every`, or `final`."""
-        if self.path is None or not (final or count % self.every == 0):
+        """Save when `count` (steps or epochs done) reaches a multiple of `every`, `every_s` have passed, or
+        `final`."""
+        if self.path is None or not (final or count % self.every == 0
+                                     or time.perf_counter() - self._saved > self.every_s):
             return
+        self._saved = time.perf_counter()
         blob = {"meta": self.meta, "progress": copy.deepcopy(progress), "torch_rng": torch.get_rng_state(),
                 "elapsed": self.elapsed, "state": {name: _state_of(obj) for name, obj in self.stateful.items()}}
         self.path.parent.mkdir(parents=True, exist_ok=True)
