@@ -27,18 +27,37 @@ class MissingTableError(FileNotFoundError):
 
 
 def find_table(data_dir: str | os.PathLike, name: str, dataset: str, required: bool = True) -> Path | None:
-    """`NAME.csv` or `NAME.csv.gz` in `data_dir`, file name matched case-insensitively."""
+    """`NAME.csv` or `NAME.csv.gz` in `data_dir`, file name matched case-insensitively.
+
+    Both present: the plain CSV is read, and the choice is said, when the gzip's recorded uncompressed size
+    matches the CSV's; they are refused when it does not (two different exports of one table).
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise MissingTableError(f"{dataset} data directory not found: {data_dir}")
-    wanted = {f"{name}.csv".lower(), f"{name}.csv.gz".lower()}
-    for path in sorted(data_dir.iterdir()):
-        if path.name.lower() in wanted:
-            return path
+    found = {path.name.lower().endswith(".gz"): path for path in sorted(data_dir.iterdir())
+             if path.name.lower() in (f"{name}.csv".lower(), f"{name}.csv.gz".lower())}
+    if len(found) == 2:
+        plain, packed = found[False], found[True]
+        if packed.is_file() and plain.is_file() and _gzip_size(packed) != plain.stat().st_size % 2 ** 32:
+            raise ValueError(f"{dataset} table {name} is in {data_dir} twice, as {plain.name} and {packed.name}, and "
+                             "they differ (uncompressed sizes); remove the one you do not mean")
+        warnings.warn(f"{dataset} table {name}: both {plain.name} and {packed.name} are in {data_dir} (same size "
+                      f"uncompressed); reading {plain.name}")
+        return plain
+    if found:
+        return next(iter(found.values()))
     if required:
         raise MissingTableError(f"{dataset} table {name} not found in {data_dir}: expected "
                                 f"{name}.csv or {name}.csv.gz (the {dataset} CSV export)")
     return None
+
+
+def _gzip_size(path: Path) -> int:
+    """The uncompressed size modulo 2**32 a gzip file records in its last four bytes (ISIZE, RFC 1952)."""
+    with open(path, "rb") as handle:
+        handle.seek(-4, os.SEEK_END)
+        return int.from_bytes(handle.read(4), "little")
 
 
 def read_chunks(path: Path, columns: list[str], chunksize: int,

@@ -267,11 +267,19 @@ def _minutes(hhmm: str) -> float:
     return float(int(match.group(1)) * 60 + int(match.group(2)))
 
 
-def read_outcomes(path: Path) -> pd.DataFrame:
-    """Outcomes-X.txt -> numeric RecordID, Length_of_stay, In-hospital_death (NaN where unreadable)."""
+def check_outcomes_file(path: Path) -> None:
+    """A one-line error when a set's Outcomes-X.txt is missing or is not a file."""
     if not path.exists():
         raise PhysioNetError(f"missing outcomes file {path}: every set-X needs its Outcomes-X.txt beside it "
                              f"(download {BASE_URL}{path.name})")
+    if not path.is_file():
+        raise PhysioNetError(f"{path} is a folder, not the outcomes table: put the file {path.name} there "
+                             f"(download {BASE_URL}{path.name})")
+
+
+def read_outcomes(path: Path) -> pd.DataFrame:
+    """Outcomes-X.txt -> numeric RecordID, Length_of_stay, In-hospital_death (NaN where unreadable)."""
+    check_outcomes_file(path)
     try:
         outcomes = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
@@ -460,9 +468,7 @@ def extract(data_dir: str | os.PathLike | None, out_dir: str | os.PathLike, hour
     data_dir, out_dir = resolve_data_dir(data_dir), Path(out_dir)
     sets = find_sets(data_dir)
     for name in sets:
-        if not outcomes_path(data_dir, name).exists():
-            raise PhysioNetError(f"missing outcomes file {outcomes_path(data_dir, name)} for {sets[name]}: "
-                                 f"download {BASE_URL}{outcomes_path(data_dir, name).name}")
+        check_outcomes_file(outcomes_path(data_dir, name))
     config = {"extractor_version": EXTRACTOR_VERSION, "hours": int(hours),
               "val_fraction": float(val_fraction), "seed": int(seed)}
     inputs = {}

@@ -216,3 +216,29 @@ def test_extractor_output_and_options_are_checked_before_reading(tmp_path, out, 
     (tmp_path / "afile").write_text("x")
     with pytest.raises(SystemExit, match=message):
         mimic3.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / out), *extra])
+
+
+def test_an_outcomes_file_that_is_a_folder_is_a_one_line_error(archives, tmp_path, caplog):
+    (archives / "Outcomes-a.txt").unlink()
+    (archives / "Outcomes-a.txt").mkdir()
+    with pytest.raises(data.PhysioNetError, match="Outcomes-a.txt is a folder, not the outcomes table"):
+        data.extract(archives, tmp_path / "out")
+    from tardiff.__main__ import main
+
+    assert main(["extract", "--data-dir", str(archives), "--out", str(tmp_path / "out2")]) != 0
+    assert "is a folder" in caplog.text
+
+
+def test_a_mimic_table_as_both_csv_and_csv_gz_is_said_or_refused(tmp_path):
+    import gzip
+
+    from data_preprocess.common import find_table
+
+    body = b"icustay_id,intime\n1,2101-01-01 00:00:00\n"
+    (tmp_path / "ICUSTAYS.csv").write_bytes(body)
+    (tmp_path / "ICUSTAYS.csv.gz").write_bytes(gzip.compress(body))
+    with pytest.warns(UserWarning, match="both ICUSTAYS.csv and ICUSTAYS.csv.gz .* reading ICUSTAYS.csv"):
+        assert find_table(tmp_path, "ICUSTAYS", "MIMIC-III") == tmp_path / "ICUSTAYS.csv"
+    (tmp_path / "ICUSTAYS.csv.gz").write_bytes(gzip.compress(body + b"2,2101-01-02 00:00:00\n"))
+    with pytest.raises(ValueError, match="twice, as ICUSTAYS.csv and ICUSTAYS.csv.gz, and they differ"):
+        find_table(tmp_path, "ICUSTAYS", "MIMIC-III")
