@@ -45,19 +45,20 @@ class Scaler:
     kind: "minmax01"  per feature over stays and time, to [0, 1] (TimeGAN, Diffusion-TS's MinMaxScaler);
           "minmax11"  the same, then to [-1, 1] (Diffusion-TS and BioDiffusion's `normalize_to_neg_one_to_one`);
           "minmax01_tf" per (time step, feature) over stays, to [0, 1] (TimeVAE's `np.min(data, 0)` on 3-D data);
+          "two_x_minus_1" 2x − 1, nothing fitted (Diffusion-TS's SineDataset: data already in [0, 1]);
           "none"      identity.
     """
 
     kind: str
     low: np.ndarray | None = None
     span: np.ndarray | None = None
-    KINDS: ClassVar[tuple] = ("minmax01", "minmax11", "minmax01_tf", "none")
+    KINDS: ClassVar[tuple] = ("minmax01", "minmax11", "minmax01_tf", "two_x_minus_1", "none")
 
     @classmethod
     def fit(cls, kind: str, X: np.ndarray) -> "Scaler":
         if kind not in cls.KINDS:
             raise ValueError(f"unknown scaling {kind!r}; one of {cls.KINDS}")
-        if kind == "none":
+        if kind in ("none", "two_x_minus_1"):
             return cls(kind)
         axes = (0,) if kind == "minmax01_tf" else (0, 1)
         low = X.min(axis=axes, keepdims=True)
@@ -66,12 +67,16 @@ class Scaler:
     def forward(self, X: np.ndarray) -> np.ndarray:
         if self.kind == "none":
             return np.asarray(X, np.float32)
+        if self.kind == "two_x_minus_1":
+            return (2 * np.asarray(X, np.float64) - 1).astype(np.float32)
         Z = (X - self.low) / (self.span + 1e-7)
         return (2 * Z - 1 if self.kind == "minmax11" else Z).astype(np.float32)
 
     def inverse(self, Z: np.ndarray) -> np.ndarray:
         if self.kind == "none":
             return np.asarray(Z, np.float32)
+        if self.kind == "two_x_minus_1":
+            return ((np.asarray(Z, np.float64) + 1) / 2).astype(np.float32)
         Z = (Z + 1) / 2 if self.kind == "minmax11" else Z
         return (Z * (self.span + 1e-7) + self.low).astype(np.float32)
 
@@ -217,7 +222,8 @@ class Generator:
     name: ClassVar[str] = ""
     config_class: ClassVar[type] = object
     native_labels: ClassVar[bool] = False  # True: one model conditioned on y; False: one model per label
-    scaling: ClassVar[str] = "none"       # the authors' normalisation of the training stays (Scaler kinds)
+    scaling: ClassVar[str] = "none"       # the authors' normalisation of the training stays (Scaler kinds);
+                                          # a config field `scaling` (when set) overrides it
     sampling_fields: ClassVar[tuple] = ("sample_batch_size",)  # config fields training never reads
 
     def __init__(self, config=None, **overrides):
@@ -260,7 +266,7 @@ class Generator:
             if len(X_part) < 2:
                 raise ValueError(f"{self.name}: label {key} has {len(X_part)} stay(s); need at least 2 to fit a model")
             part_seed = self.part_seed(seed, key)
-            scaler = Scaler.fit(self.scaling, X_part)
+            scaler = Scaler.fit(getattr(self.config, "scaling", None) or self.scaling, X_part)
             Z = scaler.forward(X_part)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(part_seed)
