@@ -1,6 +1,6 @@
 """Training speed of the two models, per profile: classifier seconds per epoch, diffusion seconds per step;
 and notebook 03's three diffusion models trained one after another in this process vs at once in one-thread
-processes (`pipeline.train_diffusion_models`), both in the same run.
+processes (`pipeline.train_generative_models`), both in the same run.
 
     python benchmarks/bench_training.py [--device cuda] [--profiles default paper] [--parallel-steps 300]
 
@@ -57,10 +57,10 @@ def parallel_diffusion(profile, X, y, device, steps: int) -> dict:
     timings = {}
     for name, parallel in (("one_after_another_s", False), ("one_thread_processes_s", True)):
         with tempfile.TemporaryDirectory() as folder:
-            jobs = {Path(folder) / "ddpm.pt": (X, None), Path(folder) / "cfg_a.pt": (X, y),
-                    Path(folder) / "cfg_b.pt": (X, 1 - y)}
+            jobs = {Path(folder) / "ddpm.pt": ("diffusion", X, None), Path(folder) / "cfg_a.pt": ("diffusion", X, y),
+                    Path(folder) / "cfg_b.pt": ("diffusion", X, 1 - y)}
             start = time.perf_counter()
-            pipeline.train_diffusion_models(jobs, profile, device=device, progress=False, parallel=parallel)
+            pipeline.train_generative_models(jobs, profile, device=device, progress=False, parallel=parallel)
             timings[name] = time.perf_counter() - start
     return {"models": 3, "steps_each": steps, **timings,
             "speedup": timings["one_after_another_s"] / timings["one_thread_processes_s"]}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tardiff import evaluate, methods, metrics, pipeline, real_data
+from tardiff import artifacts, evaluate, methods, metrics, pipeline, real_data
 from tardiff.classifier import load_classifier, predict_proba
 from tardiff.config import get_profile, with_overrides
 from tardiff.utils import write_manifest
@@ -45,10 +45,12 @@ def main(argv=None) -> None:
     rows = []
     for task in args.tasks:
         real = real_data.load_real(outputs / "data", task, profile, seed=args.seed)
-        for name in (f"cfg_{task}.pt", "ddpm.pt", f"influence_{task}.pt"):  # the default run's backbone
-            link = models / name
+        default_run = outputs / "models"  # its backbone and references, linked
+        for source in (artifacts.diffusion(default_run, "cond", task), artifacts.diffusion(default_run, "uncond", task),
+                       artifacts.influence(default_run, task)):
+            link = models / source.name
             if not link.exists():
-                link.symlink_to((outputs / "models" / name).resolve())
+                link.symlink_to(source.resolve())
         _, history, guide_val = pipeline.train_guide_classifier(real, big, models, seed=args.seed, device=args.device)
         X_big, y_big, info = methods.Sampler(real, big, models, seed=args.seed, device=args.device).sample(
             "tardiff_train_g")
@@ -59,8 +61,8 @@ def main(argv=None) -> None:
         splits = real
         fits = {name: evaluate.fit_downstream(X, y, splits, config) for name, (X, y) in sets.items()}
         test = {name: evaluate.predict_seeds(m, real.X_test, config) for name, m in fits.items()}
-        guides = {small: load_classifier(outputs / "models" / f"classifier_{task}.pt"),
-                  f"{args.hidden}x{args.layers}": load_classifier(models / f"classifier_{task}.pt")}
+        guides = {small: load_classifier(artifacts.classifier(outputs / "models", task)),
+                  f"{args.hidden}x{args.layers}": load_classifier(artifacts.classifier(models, task))}
         for name, (X, y) in sets.items():
             val = evaluate.utility(real.y_val, evaluate.predict_seeds(fits[name], real.X_val, config), config)
             tst = evaluate.utility(real.y_test, test[name], config)

@@ -14,11 +14,13 @@
 # ---
 
 # %% [markdown]
-# # 03 · The diffusion models
+# # 03 · The generative models
 #
 # An unconditional 1D-UNet DDPM on the real training stays (200 steps, linear betas 5e-4 → 0.1, ε-prediction,
-# L1 loss, EMA weights), the backbone of `ddpm`, classifier guidance and `tardiff_uncond`; and one
-# class-conditional model per task, trained with label dropout: TarDiff's backbone and the `cfg` baseline.
+# L1 loss, EMA weights), the backbone of `ddpm`, classifier guidance and `tardiff_uncond`; one
+# class-conditional model per task, trained with label dropout: TarDiff's backbone and the `cfg` baseline;
+# and per task the paper's five baseline generators (TimeGAN, TimeVAE, TimeVQVAE, Diffusion-TS, BioDiffusion;
+# `tardiff.generators`), rebuilt from their authors' code, with the profile's settings for each.
 # Training checkpoints as it goes and resumes from the last checkpoint when rerun.
 
 # %% tags=["parameters"]
@@ -34,8 +36,11 @@ overrides = {}     # any profile setting, e.g. {"guidance_scale": 0.1, "eval_tra
 # %%
 from pathlib import Path
 
-from tardiff import pipeline, plots, real_data
+from IPython.display import display
+
+from tardiff import artifacts, pipeline, plots, real_data
 from tardiff.config import get_profile, with_overrides
+from tardiff.generators import GENERATORS
 
 config = with_overrides(get_profile(profile), **overrides)
 print(config.unet, config.diffusion, config.diffusion_train, sep="\n")
@@ -44,19 +49,26 @@ dataset = dataset or paths["data"]
 tasks = real_data.tasks_for(dataset, config.tasks)
 
 # %% [markdown]
-# ## The three models
+# ## The models
 # The unconditional DDPM is shared by every task (labels play no part in it); the class-conditional models
-# are one per task. They are independent, so on a CPU they train at once, each in its own one-thread
-# process (`pipeline.train_diffusion_models`): faster on 2 cores, and the same weights whatever the core count.
+# and the baseline generators are one per task. A generator its authors published without conditioning
+# (TimeGAN, TimeVAE, Diffusion-TS) is trained once per label, on that label's stays; TimeVQVAE and
+# BioDiffusion condition on the label themselves. The models are independent, so on a CPU they train at
+# once, each in its own one-thread process (`pipeline.train_generative_models`): faster on 2 cores, and the
+# same weights whatever the core count.
 
 # %%
-jobs = {paths["models"] / "ddpm.pt": (real_data.load_real(dataset, tasks[0], config, seed=seed).X_train, None)}
+print(*(f"{name}: {getattr(config.generators, name)}" for name in GENERATORS), sep="\n")
+jobs = {artifacts.diffusion(paths["models"], "uncond", tasks[0]):
+        ("diffusion", real_data.load_real(dataset, tasks[0], config, seed=seed).X_train, None)}
 for task in tasks:
     real = real_data.load_real(dataset, task, config, seed=seed)
-    jobs[paths["models"] / f"cfg_{task}.pt"] = (real.X_train, real.y_train)
-histories = pipeline.train_diffusion_models(jobs, config, seed=seed, device=device)
-plots.diffusion_loss(histories[paths["models"] / "ddpm.pt"]["loss"], Path(figures_dir) / "diffusion_loss.png",
-                     loss_name=config.diffusion.loss.upper())
+    jobs[artifacts.diffusion(paths["models"], "cond", task)] = ("diffusion", real.X_train, real.y_train)
+    jobs |= {artifacts.generator(paths["models"], name, task): (name, real.X_train, real.y_train) for name in GENERATORS}
+histories = pipeline.train_generative_models(jobs, config, seed=seed, device=device)
+plots.diffusion_loss(histories[artifacts.diffusion(paths["models"], "uncond", tasks[0])]["loss"],
+                     Path(figures_dir) / "diffusion_loss.png", loss_name=config.diffusion.loss.upper())
+display(pipeline.training_summary(histories))
 
 # %% [markdown]
 # ## A few generated stays beside real ones

@@ -5,9 +5,10 @@
     X_syn, y_syn = model.sample("tardiff", n=1000)       # in X's units, y_syn the labels generated
     model.save("my_tardiff"); model = TarDiff.load("my_tardiff")
 
-`fit` trains what the method registry needs (f_theta, the cross-fit influence references, the
-class-conditional diffusion model, and the unconditional one for methods that use it) with the same
-functions the notebooks call; `sample` runs any registered method (`tardiff.methods.REGISTRY`).
+`fit` trains what the chosen methods of the registry need (f_theta, the cross-fit influence references,
+the class-conditional and unconditional diffusion models, the baseline generators) with the same functions
+the notebooks call, and keeps what a models folder already holds for the same data, profile and seed;
+`sample` runs any registered method (`tardiff.methods.REGISTRY`) whose models were fitted.
 """
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tardiff import methods, pipeline, stays
+from tardiff import artifacts, methods as methods_lib, pipeline, stays
 from tardiff.config import get_profile, with_overrides
+from tardiff.generators import GENERATORS
+from tardiff.generators.base import fingerprint
 from tardiff.utils import to_jsonable, write_manifest
 
 TASK = "label"
-# `tardiff` names the variant notebook 05 selects on validation; without that selection the a-priori one.
-DEFAULT_VARIANT = "tardiff_dot"
 
 
 @dataclass
@@ -54,12 +55,17 @@ class TarDiff:
         self._cohort: _Cohort | None = None
 
     # ---- fitting
-    def fit(self, X, y, models_dir: str | Path | None = None, val_fraction: float = 0.1,
-            backbones=("cond", "uncond"), progress: bool = True) -> "TarDiff":
-        """Train on (X, y): stratified `val_fraction` for early stopping, the rest for training."""
+    def fit(self, X, y, models_dir: str | Path | None = None, val_fraction: float = 0.1, methods=None,
+            progress: bool = True) -> "TarDiff":
+        """Train on (X, y) what `methods` need (default: every registered method): stratified `val_fraction` for
+        early stopping, the rest for training. Models a folder already holds for the same data, profile and
+        seed are kept, so fitting another method later trains only what it adds."""
         X, y = _check_xy(X, y)
         if not 0.0 < val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
+        names = [methods_lib.DEFAULT_METHOD if m == methods_lib.SELECTED else m for m in
+                 (methods or methods_lib.methods())]
+        needs = methods_lib.needs(names)
         is_val = stays.stratified_split(y, val_fraction, seed=self.seed)
         mean = X[~is_val].mean(axis=(0, 1))
         sd = X[~is_val].std(axis=(0, 1)) + 1e-6
@@ -72,20 +78,40 @@ class TarDiff:
                                  f"val_fraction)")
         self.models_dir = Path(models_dir) if models_dir else Path("tardiff_models")
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        key = self._fit_key(X, y, val_fraction)
+        state = self._read_state(self.models_dir)
+        fitted = set(state["fitted"]) if state and state.get("key") == key else set()
+        if state and not fitted:
+            raise ValueError(f"{self.models_dir} holds models fitted on other data or with another profile, seed or "
+                             "val_fraction; use another --models folder")
         start = time.perf_counter()
-        pipeline.train_guide_classifier(self._cohort, self.profile, self.models_dir, seed=self.seed,
-                                        device=self.device, progress=progress)
-        pipeline.build_references(self._cohort, self.profile, self.models_dir, seed=self.seed, device=self.device,
-                                  progress=progress)
-        diffusion_jobs = {}
-        if "cond" in backbones:
-            diffusion_jobs[self.models_dir / f"cfg_{TASK}.pt"] = (self._cohort.X_train, self._cohort.y_train)
-        if "uncond" in backbones:
-            diffusion_jobs[self.models_dir / "ddpm.pt"] = (self._cohort.X_train, None)
-        pipeline.train_diffusion_models(diffusion_jobs, self.profile, seed=self.seed, device=self.device,
-                                        progress=progress)
-        self._write_state(time.perf_counter() - start)
+        m, cohort, common = self.models_dir, self._cohort, {"seed": self.seed, "device": self.device,
+                                                             "progress": progress}
+        if "classifier" in needs - fitted:
+            pipeline.train_guide_classifier(cohort, self.profile, m, **common)
+        if "references" in needs - fitted:
+            pipeline.build_references(cohort, self.profile, m, **common)
+        jobs = {artifacts.diffusion(m, b, TASK): ("diffusion", cohort.X_train, cohort.y_train if b == "cond" else None)
+                for b in ("cond", "uncond") if b in needs - fitted}
+        jobs |= {artifacts.generator(m, g, TASK): (g, cohort.X_train, cohort.y_train)
+                 for g in sorted(needs - fitted) if g in GENERATORS}
+        pipeline.train_generative_models(jobs, self.profile, **common)
+        self._write_state(key, sorted(fitted | needs), time.perf_counter() - start)
         return self
+
+    def _fit_key(self, X: np.ndarray, y: np.ndarray, val_fraction: float) -> str:
+        return fingerprint(X, y) + json.dumps([self.profile_name, to_jsonable(self.overrides), self.seed, val_fraction],
+                                              sort_keys=True)
+
+    @staticmethod
+    def _read_state(folder: Path) -> dict | None:
+        path = Path(folder) / "tardiff_state.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def fitted(self) -> set[str]:
+        """What this fit holds: "classifier", "references", "cond", "uncond" and baseline generator names."""
+        state = self._read_state(self.models_dir) if self.models_dir else None
+        return set(state["fitted"]) if state else set()
 
     # ---- sampling
     def sample(self, method: str = "tardiff", n: int | dict | None = None, physical: bool = True,
@@ -94,10 +120,13 @@ class TarDiff:
         explicit, None = the training set's counts), in X's units (`physical`) or z-scores."""
         if self._cohort is None:
             raise RuntimeError("call fit(X, y) or TarDiff.load(folder) first")
-        name = DEFAULT_VARIANT if method == methods.SELECTED else method
-        methods.get_method(name)  # a clear error for an unknown method
-        sampler = methods.Sampler(self._cohort, self.profile, self.models_dir, seed=self.seed, device=self.device,
-                                  progress=progress, n=n)
+        name = methods_lib.DEFAULT_METHOD if method == methods_lib.SELECTED else method
+        missing = methods_lib.needs([name]) - self.fitted()
+        if missing:
+            raise RuntimeError(f"{name} needs {sorted(missing)}, not fitted in {self.models_dir}; fit(X, y, "
+                               f"methods=[{name!r}]) first (python -m tardiff generate does it)")
+        sampler = methods_lib.Sampler(self._cohort, self.profile, self.models_dir, seed=self.seed, device=self.device,
+                                      progress=progress, n=n)
         X, y, _ = sampler.sample(name)
         if physical:
             X = X * self.scale["sd"] + self.scale["mean"]
@@ -128,7 +157,7 @@ class TarDiff:
         model.models_dir = folder
         return model
 
-    def _write_state(self, wall_time_s: float) -> None:
+    def _write_state(self, key: str, fitted: list[str], wall_time_s: float) -> None:
         c = self._cohort
         tmp = self.models_dir / "tardiff_data.tmp.npz"
         np.savez_compressed(tmp, mean=self.scale["mean"], sd=self.scale["sd"],
@@ -137,10 +166,11 @@ class TarDiff:
         # the state file, written last and atomically, marks a complete fit (load() looks for it)
         tmp = self.models_dir / "tardiff_state.json.tmp"
         tmp.write_text(json.dumps({"profile": self.profile_name, "overrides": to_jsonable(self.overrides),
-                                   "seed": self.seed}, indent=2))
+                                   "seed": self.seed, "key": key, "fitted": fitted}, indent=2))
         tmp.replace(self.models_dir / "tardiff_state.json")
         write_manifest(self.models_dir / "manifest.json", config=self.profile, seed=self.seed,
-                       wall_time_s=wall_time_s, overrides=self.overrides, n_train=len(c.y_train), n_val=len(c.y_val))
+                       wall_time_s=wall_time_s, overrides=self.overrides, n_train=len(c.y_train), n_val=len(c.y_val),
+                       fitted=fitted)
 
 
 def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:

@@ -9,10 +9,60 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 from tardiff.classifier import ClassifierConfig, TrainConfig
 from tardiff.diffusion import DiffusionConfig, DiffusionTrainConfig
+from tardiff.generators.biodiffusion import BioDiffusionConfig
+from tardiff.generators.diffusion_ts import DiffusionTSConfig
+from tardiff.generators.timegan import TimeGANConfig
+from tardiff.generators.timevae import TimeVAEConfig
+from tardiff.generators.timevqvae import TimeVQVAEConfig
 from tardiff.unet1d import UNetConfig
 
 TASKS = ("mortality", "long_stay")
 ALPHAS = (0.5, 1.0)  # TSRTR: real + alpha x synthetic; the methods are tardiff.methods.REGISTRY
+
+
+@dataclass
+class GeneratorSettings:
+    """The paper's five baseline generators (tardiff.generators): their authors' settings unless a profile
+    states a reduction (README, Baseline generators). `--set generators.timegan.iterations=2000` reaches them."""
+
+    timegan: TimeGANConfig = field(default_factory=TimeGANConfig)
+    timevae: TimeVAEConfig = field(default_factory=TimeVAEConfig)
+    timevqvae: TimeVQVAEConfig = field(default_factory=TimeVQVAEConfig)
+    diffusion_ts: DiffusionTSConfig = field(default_factory=DiffusionTSConfig)
+    biodiffusion: BioDiffusionConfig = field(default_factory=BioDiffusionConfig)
+
+    @classmethod
+    def tiny(cls) -> "GeneratorSettings":
+        """Every generator's seconds-long configuration: plumbing only (the smoke profile, the tests)."""
+        return cls(**{f.name: type(getattr(cls(), f.name)).tiny() for f in fields(cls)})
+
+    @classmethod
+    def reduced(cls, reductions: dict) -> "GeneratorSettings":
+        """The authors' settings with `reductions` {generator: {field: value}} applied."""
+        authors = cls()
+        return cls(**{f.name: replace(getattr(authors, f.name), **reductions.get(f.name, {})) for f in fields(cls)})
+
+
+# The default profile's reductions from each generator's authors' settings, so that the batch fits a 2-core
+# CPU (at their settings the five would take ~37 CPU-hours per run here: README, Baseline generators). Their
+# measured effect on Sines / Stocks is in results/generator_benchmarks/ (`--reductions default`).
+DEFAULT_GENERATOR_REDUCTIONS = {
+    "timegan": {"iterations": 1000},                                     # of 50,000 per phase
+    "timevae": {},                                                       # the authors' (early stopping)
+    "timevqvae": {"max_steps_stage1": 2000, "max_steps_stage2": 4000},   # of 20,000 and 40,000
+    "diffusion_ts": {"train_steps": 1000, "sampling_timesteps": 50},     # of 10,000; their DDIM at 50 of 500
+    "biodiffusion": {"max_steps": 600, "sampling_timesteps": 20},        # of ~17,000 (300 epochs); DDIM 20 of 1,000
+}
+
+
+@dataclass
+class FieldMetricsConfig:
+    """The field's fidelity metrics in notebook 05 (tardiff.field_metrics): the TimeGAN / Diffusion-TS protocol."""
+
+    repeats: int = 3                        # Diffusion-TS reports 5; each repeat retrains every post-hoc model
+    discriminative_iterations: int = 2000
+    predictive_iterations: int = 5000
+    ts2vec_iterations: int | None = None    # None: TS2Vec's own rule (600 for data of more than 100,000 values)
 
 
 @dataclass
@@ -52,6 +102,8 @@ class Profile:
     bootstrap: int = 1000
     fidelity_seeds: int = 3                 # discriminators per synthetic set (the score's sd is reported)
     fidelity_epochs: int = 15
+    field_metrics: FieldMetricsConfig = field(default_factory=FieldMetricsConfig)
+    generators: GeneratorSettings = field(default_factory=GeneratorSettings)
 
 
 def get_profile(name: str) -> Profile:
@@ -71,6 +123,9 @@ def _smoke() -> Profile:
                                              log_every=5),
         ddim_steps=5, sample_batch_size=128, n_seeds=2, alphas=(1.0,), bootstrap=50,
         influence_folds=2, hinv_max_iter=5, tracin_checkpoints=2, fidelity_seeds=2, fidelity_epochs=2,
+        field_metrics=FieldMetricsConfig(repeats=2, discriminative_iterations=20, predictive_iterations=20,
+                                         ts2vec_iterations=5),
+        generators=GeneratorSettings.tiny(),
     )
 
 
@@ -86,6 +141,7 @@ def _default() -> Profile:
         unet=UNetConfig(),
         diffusion_train=DiffusionTrainConfig(steps=3000, batch_size=128),
         sample_batch_size=1200,
+        generators=GeneratorSettings.reduced(DEFAULT_GENERATOR_REDUCTIONS),
     )
 
 
@@ -97,7 +153,7 @@ def _paper() -> Profile:
         eval_classifier=ClassifierConfig(hidden=256), eval_train=TrainConfig(),
         unet=UNetConfig.paper(),
         diffusion_train=DiffusionTrainConfig(steps=20_000, batch_size=128, lr=1e-4),
-        n_seeds=5,
+        n_seeds=5, field_metrics=FieldMetricsConfig(repeats=5),
     )
 
 

@@ -27,6 +27,7 @@ between sets).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -120,10 +121,24 @@ def _batch(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return rng.permutation(n)[:size]
 
 
-def discriminative_scores(real: np.ndarray, synthetic: np.ndarray, repeats: int = 5, seed: int = 0,
-                          iterations: int = 2000, batch_size: int = 128, device=None) -> np.ndarray:
-    """(repeats,) |held-out accuracy − 0.5| of post-hoc GRUs told real from synthetic (0: indistinguishable)."""
-    return _discriminative(real, synthetic, repeat_rngs(seed, repeats), iterations, batch_size, device)
+def discriminative_scores(real: np.ndarray, synthetic, repeats: int = 5, seed: int = 0, iterations: int = 2000,
+                          batch_size: int = 128, device=None):
+    """|held-out accuracy − 0.5| of post-hoc GRUs told real from synthetic (0: indistinguishable): (repeats,)
+    for one synthetic set, or {name: (repeats,)} for a dict of sets (all trained together, each set's repeat r
+    with the same real split and draws as alone)."""
+    sets, single = _sets(synthetic)
+    scores = _discriminative(real, list(sets.values()), repeat_rngs(seed, repeats), iterations, batch_size, device)
+    return _unpack(scores, sets, single)
+
+
+def predictive_scores(real: np.ndarray, synthetic, repeats: int = 5, seed: int = 0, iterations: int = 5000,
+                      batch_size: int = 128, device=None):
+    """MAE on the real series of post-hoc GRUs trained on a synthetic set to predict the last feature one step
+    ahead from the others (train on synthetic, test on real; `synthetic=real` is the real-data check):
+    (repeats,) for one set, or {name: (repeats,)} for a dict of sets (trained together)."""
+    sets, single = _sets(synthetic)
+    scores = _predictive(real, list(sets.values()), repeat_rngs(seed, repeats), iterations, batch_size, device)
+    return _unpack(scores, sets, single)
 
 
 def repeat_rngs(seed: int, repeats: int) -> list[np.random.Generator]:
@@ -131,28 +146,51 @@ def repeat_rngs(seed: int, repeats: int) -> list[np.random.Generator]:
     return [np.random.default_rng([seed, r]) for r in range(repeats)]
 
 
-def _discriminative(real, synthetic, rngs, iterations, batch_size, device) -> np.ndarray:
-    real, synthetic = _as_series(real, "real"), _as_series(synthetic, "synthetic")
-    _same_shape(real, synthetic)
+def _sets(synthetic) -> tuple[dict, bool]:
+    if isinstance(synthetic, dict):
+        if not synthetic:
+            raise ValueError("no synthetic sets given")
+        return {name: _as_series(X, str(name)) for name, X in synthetic.items()}, False
+    return {"synthetic": _as_series(synthetic, "synthetic")}, True
+
+
+def _unpack(scores: np.ndarray, sets: dict, single: bool):
+    """(sets × repeats,) member scores -> (repeats,) or {name: (repeats,)}."""
+    per_set = scores.reshape(len(sets), -1)
+    return per_set[0] if single else dict(zip(sets, per_set))
+
+
+def _members(sets: list, rngs: list) -> tuple[list, list]:
+    """Stack members, set-major: (set index, a fresh copy of repeat r's generator) for every set and repeat."""
+    index = [(k, r) for k in range(len(sets)) for r in range(len(rngs))]
+    return [k for k, _ in index], [copy.deepcopy(rngs[r]) for _, r in index]
+
+
+def _discriminative(real, sets: list, rngs, iterations, batch_size, device) -> np.ndarray:
+    real = _as_series(real, "real")
+    for X in sets:
+        _same_shape(real, X)
     device = get_device(device)
+    owner, rngs = _members(sets, rngs)
     splits = []
-    for rng in rngs:  # train_test_divide: 80/20 of each set, each its own permutation
-        ir, isyn = rng.permutation(len(real)), rng.permutation(len(synthetic))
-        nr, ns = int(len(real) * 0.8), int(len(synthetic) * 0.8)
+    for k, rng in zip(owner, rngs):  # train_test_divide: 80/20 of each set, each its own permutation
+        ir, isyn = rng.permutation(len(real)), rng.permutation(len(sets[k]))
+        nr, ns = int(len(real) * 0.8), int(len(sets[k]) * 0.8)
         splits.append((ir[:nr], ir[nr:], isyn[:ns], isyn[ns:]))
     model = StackedTFGRU(rngs, real.shape[2], real.shape[2] // 2, 1).to(device)
     optimizer = _adam(model)
-    real_t, syn_t = torch.as_tensor(real, device=device), torch.as_tensor(synthetic, device=device)
+    real_t = torch.as_tensor(real, device=device)
+    syn_t = [torch.as_tensor(X, device=device) for X in sets]
     bce = nn.functional.binary_cross_entropy_with_logits
     for _ in range(iterations):
-        xr = torch.stack([real_t[torch.as_tensor(s[0][_batch(rng, len(s[0]), batch_size)])]
-                          for rng, s in zip(rngs, splits)])
-        xs = torch.stack([syn_t[torch.as_tensor(s[2][_batch(rng, len(s[2]), batch_size)])]
-                          for rng, s in zip(rngs, splits)])
+        xr = real_t[torch.as_tensor(np.stack([s[0][_batch(rng, len(s[0]), batch_size)]
+                                              for rng, s in zip(rngs, splits)]), device=device)]  # (R, B, T, F)
+        xs = torch.stack([syn_t[k][torch.as_tensor(s[2][_batch(rng, len(s[2]), batch_size)], device=device)]
+                          for k, rng, s in zip(owner, rngs, splits)])
         logit_real = model(xr)[1].squeeze(-1)                                # (R, B)
         logit_syn = model(xs)[1].squeeze(-1)
-        # each repeat's loss is its mean over real plus its mean over synthetic; summing repeats keeps
-        # every repeat's gradient its own (no parameter is shared)
+        # each member's loss is its mean over real plus its mean over synthetic; summing members keeps
+        # every member's gradient its own (no parameter is shared)
         loss = (bce(logit_real, torch.ones_like(logit_real), reduction="none").mean(1)
                 + bce(logit_syn, torch.zeros_like(logit_syn), reduction="none").mean(1)).sum()
         optimizer.zero_grad(set_to_none=True)
@@ -160,50 +198,45 @@ def _discriminative(real, synthetic, rngs, iterations, batch_size, device) -> np
         optimizer.step()
     scores = []
     with torch.no_grad():
-        for r, s in enumerate(splits):
+        for r, (k, s) in enumerate(zip(owner, splits)):
             sub = _member(model, r)
-            p_real = sub(real_t[torch.as_tensor(s[1])][None])[1].reshape(-1) > 0
-            p_syn = sub(syn_t[torch.as_tensor(s[3])][None])[1].reshape(-1) > 0
+            p_real = sub(real_t[torch.as_tensor(s[1], device=device)][None])[1].reshape(-1) > 0
+            p_syn = sub(syn_t[k][torch.as_tensor(s[3], device=device)][None])[1].reshape(-1) > 0
             accuracy = (p_real.sum() + (~p_syn).sum()).item() / (len(p_real) + len(p_syn))
             scores.append(abs(accuracy - 0.5))
     return np.asarray(scores)
 
 
-def predictive_scores(real: np.ndarray, synthetic: np.ndarray, repeats: int = 5, seed: int = 0,
-                      iterations: int = 5000, batch_size: int = 128, device=None) -> np.ndarray:
-    """(repeats,) MAE on the real series of post-hoc GRUs trained on `synthetic` to predict the last feature
-    one step ahead from the others (train on synthetic, test on real; `synthetic=real` is the real-data check)."""
-    return _predictive(real, synthetic, repeat_rngs(seed, repeats), iterations, batch_size, device)
-
-
-def _predictive(real, synthetic, rngs, iterations, batch_size, device) -> np.ndarray:
-    real, synthetic = _as_series(real, "real"), _as_series(synthetic, "synthetic")
-    _same_shape(real, synthetic)
+def _predictive(real, sets: list, rngs, iterations, batch_size, device) -> np.ndarray:
+    real = _as_series(real, "real")
+    for X in sets:
+        _same_shape(real, X)
     device = get_device(device)
-    dim, repeats = real.shape[2], len(rngs)
+    owner, rngs = _members(sets, rngs)
+    dim, members = real.shape[2], len(rngs)
     model = StackedTFGRU(rngs, dim - 1, dim // 2, 1).to(device)
     optimizer = _adam(model)
-    syn_t = torch.as_tensor(synthetic, device=device)
-    inputs, targets = syn_t[:, :-1, :dim - 1], syn_t[:, 1:, dim - 1:]
+    syn_t = [torch.as_tensor(X, device=device) for X in sets]
     for _ in range(iterations):
-        index = torch.as_tensor(np.stack([_batch(rng, len(synthetic), batch_size) for rng in rngs]), device=device)
-        prediction = torch.sigmoid(model(inputs[index])[0])                  # (R, B, T-1, 1)
-        loss = (prediction - targets[index]).abs().mean(dim=(1, 2, 3)).sum()
+        batch = torch.stack([syn_t[k][torch.as_tensor(_batch(rng, len(sets[k]), batch_size), device=device)]
+                             for k, rng in zip(owner, rngs)])                # (R, B, T, F)
+        prediction = torch.sigmoid(model(batch[:, :, :-1, :dim - 1])[0])      # (R, B, T-1, 1)
+        loss = (prediction - batch[:, :, 1:, dim - 1:]).abs().mean(dim=(1, 2, 3)).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     real_t = torch.as_tensor(real, device=device)
     with torch.no_grad():
         errors = []
-        for start in range(0, len(real), 4096):
-            chunk = real_t[start:start + 4096]
-            prediction = torch.sigmoid(model(chunk[None, :, :-1, :dim - 1].expand(repeats, -1, -1, -1))[0])
+        for start in range(0, len(real), 2048):
+            chunk = real_t[start:start + 2048]
+            prediction = torch.sigmoid(model(chunk[None, :, :-1, :dim - 1].expand(members, -1, -1, -1))[0])
             errors.append((prediction - chunk[None, :, 1:, dim - 1:]).abs().sum(dim=(1, 2, 3)))
     return (torch.stack(errors).sum(0) / (len(real) * (real.shape[1] - 1))).cpu().numpy()
 
 
 def _member(model: StackedTFGRU, r: int) -> StackedTFGRU:
-    """Repeat r of a stack, as a stack of one (shares the tensors)."""
+    """Member r of a stack, as a stack of one (shares the tensors)."""
     sub = StackedTFGRU.__new__(StackedTFGRU)
     nn.Module.__init__(sub)
     sub.hidden = model.hidden
@@ -215,24 +248,29 @@ def _member(model: StackedTFGRU, r: int) -> StackedTFGRU:
 # --------------------------------------------------------------------------- context-FID
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """||μa − μb||² + tr(Σa + Σb − 2 (Σa Σb)^½) of two embedding sets (rows), through symmetric eigenproblems:
-    tr((Σa Σb)^½) is the sum of the square roots of the eigenvalues of Σa^½ Σb Σa^½ (similar to Σa Σb)."""
+    """||μa − μb||² + tr(Σa + Σb − 2 (Σa Σb)^½) of two embedding sets (rows), through symmetric
+    eigenproblems: tr((Σa Σb)^½) is the sum of the square roots of the eigenvalues of Σa^½ Σb Σa^½ (similar
+    to Σa Σb)."""
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     w, v = np.linalg.eigh(cov_a)
     root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+    trace_cross = np.sqrt(np.clip(cross, 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_cross)
 
 
 def context_fids(real: np.ndarray, synthetic: dict[str, np.ndarray], repeats: int = 5, seed: int = 0,
-                 device=None, progress: bool = False) -> dict[str, np.ndarray]:
-    """{name: (repeats,) context-FID}: per repeat one TS2Vec trained on `real` only embeds real and each set."""
+                 device=None, progress: bool = False, fit_on: np.ndarray | None = None,
+                 n_iters: int | None = None) -> dict[str, np.ndarray]:
+    """{name: (repeats,) context-FID}: per repeat one TS2Vec trained on real series only (`fit_on`, default
+    `real`) embeds `real` and each set; n_iters None is TS2Vec's own rule."""
     real = _as_series(real, "real")
+    fit_on = real if fit_on is None else _as_series(fit_on, "fit_on")
     out = {name: [] for name in synthetic}
     for r in range(repeats):
         encoder = TS2Vec(real.shape[2], seed=seed * 1000 + r, device=device)
-        encoder.fit(real, progress=progress)
+        encoder.fit(fit_on, n_iters=n_iters, progress=progress)
         real_embedding = encoder.encode(real)
         for name, X in synthetic.items():
             X = _as_series(X, name)

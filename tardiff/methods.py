@@ -1,8 +1,9 @@
 """One registry of generation methods, and the influence references TarDiff's variants guide with.
 
-Every method (baseline, TarDiff candidate, ablation) is one `Method` entry: which diffusion checkpoint it
-samples from, which guidance hook, which reference gradient and score, which scale, how its stays get
-labels, and which method it is compared with. Sampling (notebook 04), evaluation (05), tables and plots
+Every method (baseline, TarDiff candidate, ablation) is one `Method` entry: which backbone it samples from
+(a diffusion checkpoint, or one of the paper's five baseline generators, `tardiff.generators`), which guidance
+hook, which reference gradient and score, which scale, how its stays get labels, and which method it is
+compared with. Sampling (notebook 04), evaluation (05), tables and plots
 iterate `REGISTRY`; a new variant is one entry.
 
 Roles: `baseline` rows are generators without influence; `candidate` rows are TarDiff variants from
@@ -13,6 +14,7 @@ backbone, a random G).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -21,21 +23,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tardiff import guidance as guidance_lib
+from tardiff import artifacts, guidance as guidance_lib
 from tardiff.classifier import ClassifierConfig, build_classifier, load_classifier, predict_proba, train_classifier
 from tardiff.diffusion import GaussianDiffusion, ddim_sample, load_diffusion
 from tardiff.evaluate import pseudo_label
+from tardiff.generators import GENERATORS, load_generator
 from tardiff.utils import get_device, to_jsonable, write_manifest
 
 log = logging.getLogger(__name__)
 SELECTED = "tardiff"  # the name the validation-selected candidate is reported under
+DEFAULT_METHOD = "tardiff_dot"  # what `tardiff` samples outside the batch, where no validation selection ran
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     role: str                      # "baseline", "candidate" or "ablation"
-    backbone: str                  # "uncond": ddpm.pt; "cond": the class-conditional cfg_<task>.pt (cfg scale)
+    backbone: str                  # "uncond": ddpm.pt; "cond": the class-conditional cfg_<task>.pt (cfg scale);
+                                   # or a baseline generator of tardiff.generators (its own sampler, its labels)
     baseline: str | None = None    # the method it is compared with in the paired table
     guidance: str | None = None    # None, "classifier", "influence", "original"
     reference: str = "guide"       # "guide" (held-out, cross-fit), "train", "random", "hinv", "tracin"
@@ -54,6 +59,13 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("cfg", "baseline", "cond", about="class-conditional DDPM with classifier-free guidance: TarDiff's backbone"),
     Method("classifier_guidance", "baseline", "uncond", baseline="ddpm", guidance="classifier",
            scale="classifier_guidance_scale", normalize_step=False, about="∇ log p(y | x̂0) of f_theta"),
+    # the paper's five baseline generators, as their authors built them (tardiff.generators; README)
+    Method("timegan", "baseline", "timegan", about="TimeGAN (Yoon et al. 2019): one model per label"),
+    Method("timevae", "baseline", "timevae", about="TimeVAE (Desai et al. 2021): one model per label"),
+    Method("timevqvae", "baseline", "timevqvae", about="TimeVQVAE (Lee et al. 2023): class-conditional prior"),
+    Method("diffusion_ts", "baseline", "diffusion_ts", about="Diffusion-TS (Yuan & Qiao 2024): one model per label"),
+    Method("biodiffusion", "baseline", "biodiffusion",
+           about="BioDiffusion (Li et al. 2024): class-conditional, classifier-free guidance"),
     # TarDiff candidates: all on the class-conditional backbone, G from held-out folds unless stated
     Method("tardiff_dot", "candidate", "cond", "cfg", "influence", "guide", "dot",
            about="g_iᵀG, G the mean loss gradient of held-out folds, cross-fit over K fold classifiers"),
@@ -88,6 +100,31 @@ def get_method(name: str) -> Method:
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}; registered: {sorted(REGISTRY)}")
     return REGISTRY[name]
+
+
+def comparisons(name: str) -> tuple[str, ...]:
+    """What a method is paired with in paired.csv: its registered baseline; a baseline generator against
+    TarDiff's backbone (`cfg`) and the reported, validation-selected `tardiff`."""
+    if name == SELECTED:
+        return ("cfg",)
+    method = get_method(name)
+    if method.backbone in GENERATORS:
+        return ("cfg", SELECTED)
+    return (method.baseline,) if method.baseline else ()
+
+
+def needs(names) -> set[str]:
+    """What the named methods sample from: "classifier" (f_theta), "references" (influence_<task>.pt), the
+    diffusion backbones "uncond" / "cond", and baseline generators by name."""
+    out = set()
+    for name in names:
+        method = get_method(name)
+        out.add(method.backbone)
+        if method.guidance == "influence" or method.select_factor > 1:
+            out |= {"classifier", "references"}
+        elif method.guidance is not None or method.labels == "pseudo":
+            out.add("classifier")
+    return out
 
 
 def scale_of(method: Method, profile) -> float:
@@ -199,17 +236,29 @@ class Sampler:
                  n: int | dict | None = None):
         self.real, self.profile, self.seed, self.progress = real, profile, seed, progress
         self.device = get_device(device)
-        self.classifier = load_classifier(models_dir / f"classifier_{real.task}.pt", device=self.device)
-        self.models = {"uncond": models_dir / "ddpm.pt", "cond": models_dir / f"cfg_{real.task}.pt"}
-        self.references = torch.load(models_dir / f"influence_{real.task}.pt", map_location="cpu",
-                                     weights_only=False)
+        self.models_dir = Path(models_dir)
         self.diffusion = GaussianDiffusion(profile.diffusion)
         self.y_target = guidance_lib.target_labels(real.y_train, n=n, seed=seed)  # n=None: the real counts
         self._loaded, self._backbone_draws = {}, {}
 
+    @functools.cached_property
+    def classifier(self):
+        return load_classifier(artifacts.classifier(self.models_dir, self.real.task), device=self.device)
+
+    @functools.cached_property
+    def references(self) -> dict:
+        return torch.load(artifacts.influence(self.models_dir, self.real.task), map_location="cpu",
+                          weights_only=False)
+
     def model(self, backbone: str):
+        """A backbone, loaded once: a diffusion model ("uncond", "cond") or a fitted baseline generator."""
         if backbone not in self._loaded:
-            self._loaded[backbone] = load_diffusion(self.models[backbone], device=self.device)
+            if backbone in GENERATORS:
+                self._loaded[backbone] = load_generator(artifacts.generator(self.models_dir, backbone,
+                                                                            self.real.task), device=self.device)
+            else:
+                self._loaded[backbone] = load_diffusion(artifacts.diffusion(self.models_dir, backbone,
+                                                                            self.real.task), device=self.device)
         return self._loaded[backbone]
 
     def pairs(self, reference: str) -> guidance_lib.Pairs:
@@ -257,7 +306,9 @@ class Sampler:
         method = get_method(name)
         y = self.y_target
         info = {**asdict(method), "method": name, "scale_setting": method.scale, "scale": scale_of(method, self.profile)}
-        if method.select_factor > 1:
+        if method.backbone in GENERATORS:  # a baseline generator: its own sampler, conditioned on (or per) label
+            X = self.model(method.backbone).sample(y, seed=self.seed, device=self.device, progress=self.progress)
+        elif method.select_factor > 1:
             X, y, info["selection"] = self._select(method)
         elif method.backbone == "cond" and method.guidance is None:
             X = self.backbone_draw(self.seed)

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -19,14 +20,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tardiff import evaluate, fidelity, guidance, methods, metrics, plots, stays
+from tardiff import artifacts, evaluate, fidelity, field_metrics, guidance, methods, metrics, paper, plots, stays
+from tardiff.generators import GENERATORS
 from tardiff.classifier import (ClassifierConfig, load_classifier, predict_proba, save_classifier,
                                 train_classifier)
 from tardiff.config import Profile
 from tardiff.diffusion import GaussianDiffusion, ddim_sample, load_diffusion, save_diffusion, train_diffusion
 from tardiff.metrics import auroc, binary_metrics
 from tardiff.real_data import RealData
-from tardiff.utils import get_device, seed_everything, write_manifest
+from tardiff.utils import get_device, seed_everything, to_jsonable, write_manifest
 
 log = logging.getLogger(__name__)
 # ---- files --------------------------------------------------------------------------------------
@@ -65,7 +67,7 @@ def train_guide_classifier(real: RealData, profile: Profile, out_dir: Path, seed
                                       config=profile.guide_classifier, train=profile.guide_train,
                                       seed=seed, device=device, progress=progress)
     val = binary_metrics(real.y_val, predict_proba(model, real.X_val, device=device))
-    path = out_dir / f"classifier_{real.task}.pt"
+    path = artifacts.classifier(out_dir, real.task)
     save_classifier(model, path, history=history, task=real.task)
     write_manifest(path.with_suffix(".json"), config=profile.guide_classifier, seed=seed,
                    wall_time_s=time.perf_counter() - start, task=real.task, validation=val,
@@ -90,38 +92,57 @@ def train_diffusion_model(X: np.ndarray, y: np.ndarray | None, profile: Profile,
     return model, history
 
 
-def train_diffusion_models(jobs: dict[Path, tuple], profile: Profile, seed: int = 0, device=None,
-                           progress: bool = True, parallel: bool = True) -> dict[Path, dict]:
-    """Several independent diffusion models, {path: (X, y or None)} -> {path: training history}.
+def fit_generator(name: str, X: np.ndarray, y: np.ndarray | None, profile: Profile, folder: Path, seed: int = 0,
+                  device=None, progress: bool = True) -> dict:
+    """A baseline generator with the profile's settings for it, saved to `folder` (resumes from its checkpoints)."""
+    from tardiff.generators import get_generator
 
-    On a CPU (and with `parallel`) each one trains at once in its own one-thread process: a training step
-    gains only ~1.25x from a second thread (batch 128 is small), so three one-thread processes on 2 cores
-    finish ~1.4x sooner than one model after another (benchmarks/bench_training.py), and the weights no
-    longer depend on how many cores the machine has (a single model trains here, at one thread too). On a
-    GPU, or with parallel=False, they train one after another in this process with its threads. Each resumes
-    from its own checkpoints either way.
+    gen = get_generator(name, getattr(profile.generators, name))
+    # checkpoints of other settings (another profile, a --set) stay apart instead of being refused
+    settings = hashlib.sha256(json.dumps(to_jsonable(gen.config), sort_keys=True).encode()).hexdigest()[:12]
+    gen.fit(X, y, seed=seed, device=device, checkpoint_dir=Path(folder) / f"checkpoints_{settings}",
+            progress=progress)
+    gen.save(folder)
+    return {"wall_time_s": gen.info["fit_wall_time_s"],
+            "steps": sum(part.history.get("steps", 0) for part in gen.parts.values())}
+
+
+def train_generative_models(jobs: dict[Path, tuple], profile: Profile, seed: int = 0, device=None,
+                            progress: bool = True, parallel: bool = True) -> dict[Path, dict]:
+    """Independent generative models, {path: (kind, X, y or None)} -> {path: training history}; kind is
+    "diffusion" (a DDPM, class-conditional when y is given) or a baseline generator's name (a folder).
+
+    On a CPU (and with `parallel`) each trains in its own one-thread process, at most cores + 1 at once, in
+    the order given (put the longest first): a small model's step gains little from a second thread (a
+    diffusion step at batch 128 only ~1.25x), so three one-thread processes on 2 cores finish ~1.4x sooner
+    than one model after another (benchmarks/bench_training.py), and the weights no longer depend on how
+    many cores the machine has (a single model trains here, at one thread too). On a GPU, or with
+    parallel=False, they train one after another in this process with its threads. Each resumes from its
+    own checkpoints either way.
     """
     device = get_device(device)
-    jobs = {Path(path): xy for path, xy in jobs.items()}
+    jobs = {Path(path): (kind, np.asarray(X), None if y is None else np.asarray(y))
+            for path, (kind, X, y) in jobs.items()}
     if not parallel or device.type != "cpu":
-        return {path: train_diffusion_model(X, y, profile, path, seed=seed, device=device, progress=progress)[1]
-                for path, (X, y) in jobs.items()}
+        return {path: _train_one(kind, X, y, profile, path, seed, device, progress)
+                for path, (kind, X, y) in jobs.items()}
     if len(jobs) == 1:
         threads = torch.get_num_threads()
         try:
-            return {path: _train_diffusion_one_thread(X, y, profile, path, seed, progress)
-                    for path, (X, y) in jobs.items()}
+            return {path: _train_one_thread(kind, X, y, profile, path, seed, progress)
+                    for path, (kind, X, y) in jobs.items()}
         finally:
             torch.set_num_threads(threads)
     import multiprocessing
+    import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     histories = {}
-    bar = tqdm(total=len(jobs), desc=f"diffusion models ({len(jobs)} one-thread processes)", disable=not progress)
-    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_diffusion_one_thread, np.asarray(X), None if y is None else np.asarray(y),
-                               profile, path, seed): path for path, (X, y) in jobs.items()}
+    workers = min(len(jobs), (os.cpu_count() or 1) + 1)
+    bar = tqdm(total=len(jobs), desc=f"generative models ({workers} one-thread processes)", disable=not progress)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_one_thread, *job, profile, path, seed): path for path, job in jobs.items()}
         for future in as_completed(futures):
             path = futures[future]
             try:
@@ -129,22 +150,33 @@ def train_diffusion_models(jobs: dict[Path, tuple], profile: Profile, seed: int 
             except BrokenProcessPool as error:
                 raise RuntimeError(f"the process training {path} died (out of memory?); rerun to resume from its "
                                    "checkpoints, or pass parallel=False") from error
-            log.info("%s: %d steps in %.0f s", path.name, len(histories[path]["loss"]),
-                     histories[path]["wall_time_s"])
+            log.info("%s: %.0f s", path.name, histories[path]["wall_time_s"])
             bar.update(1)
     bar.close()
     return {path: histories[path] for path in jobs}
 
 
-def _train_diffusion_one_thread(X, y, profile: Profile, path: Path, seed: int, progress: bool = False) -> dict:
+def training_summary(histories: dict[Path, dict]) -> pd.DataFrame:
+    """One row per trained model: its file or folder, wall time and optimisation steps."""
+    return pd.DataFrame([{"model": path.name, "wall_time_s": round(h.get("wall_time_s", np.nan), 1),
+                          "steps": h.get("steps", len(h.get("loss", ())))} for path, h in histories.items()])
+
+
+def _train_one(kind, X, y, profile: Profile, path: Path, seed: int, device, progress: bool) -> dict:
+    if kind == "diffusion":
+        return train_diffusion_model(X, y, profile, path, seed=seed, device=device, progress=progress)[1]
+    return fit_generator(kind, X, y, profile, path, seed=seed, device=device, progress=progress)
+
+
+def _train_one_thread(kind, X, y, profile: Profile, path: Path, seed: int, progress: bool = False) -> dict:
     torch.set_num_threads(1)
-    return train_diffusion_model(X, y, profile, path, seed=seed, device="cpu", progress=progress)[1]
+    return _train_one(kind, X, y, profile, path, seed, "cpu", progress)
 
 
 def build_references(real: RealData, profile: Profile, models_dir: Path, seed: int = 0, device=None,
                      progress: bool = True) -> dict:
     """Cross-fit influence references of one task -> outputs/models/influence_<task>.pt (see tardiff.methods)."""
-    return methods.build_references(real, profile, models_dir / f"influence_{real.task}.pt", seed=seed,
+    return methods.build_references(real, profile, artifacts.influence(models_dir, real.task), seed=seed,
                                     device=device, progress=progress)
 
 
@@ -167,7 +199,7 @@ def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: 
 def backbone_preview(real: RealData, profile: Profile, models_dir: Path, n_per_label: int = 8, seed: int = 0,
                      device=None) -> tuple[np.ndarray, np.ndarray]:
     """A few unguided draws of the class-conditional model per label (notebook 03's look at generated stays)."""
-    model = load_diffusion(models_dir / f"cfg_{real.task}.pt", device=get_device(device))
+    model = load_diffusion(artifacts.diffusion(models_dir, "cond", real.task), device=get_device(device))
     y = np.repeat([0, 1], n_per_label)
     X = ddim_sample(model, GaussianDiffusion(profile.diffusion), y, steps=profile.ddim_steps, eta=profile.ddim_eta,
                     cfg_scale=profile.cfg_scale, seed=seed, device=get_device(device), progress=False).numpy()
@@ -265,8 +297,6 @@ def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, model
     chosen = selected_method(selection, task)
     sets = {"tardiff": fitted.sets[chosen], **fitted.sets}
     models = {"tardiff": fitted.models[chosen], **fitted.models}
-    baselines = {name: methods.REGISTRY[name].baseline for name in fitted.sets}
-    baselines["tardiff"] = "cfg"
     cnn = replace(fitted.config, classifier=ClassifierConfig(rnn="cnn", hidden=profile.eval_classifier.hidden,
                                                              dropout=profile.eval_classifier.dropout))
     probas = {"gru": {}, "cnn": {}}
@@ -274,8 +304,8 @@ def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, model
         X, y = (real.X_train, real.y_train) if name == "real" else sets[name]
         probas["gru"][name] = evaluate.predict_seeds(models[name], real.X_test, fitted.config)
         probas["cnn"][name] = evaluate.predict_seeds(evaluate.fit_downstream(X, y, splits, cnn), real.X_test, cnn)
-    order = ["real", *[m for m in ("ddpm", "cfg", "classifier_guidance") if m in sets], "tardiff",
-             *[m for m in fitted.sets if m not in ("ddpm", "cfg", "classifier_guidance")]]
+    first = ("ddpm", "cfg", "classifier_guidance", *GENERATORS)
+    order = ["real", *[m for m in first if m in sets], "tardiff", *[m for m in fitted.sets if m not in first]]
     tstr_rows, paired_rows = [], []
     for arch, by_name in probas.items():
         by_name["tardiff"] = by_name[chosen]  # the same models: the selected candidate, under its reported name
@@ -286,14 +316,14 @@ def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, model
             tstr_rows.append({"task": task, "method": name, **evaluate.utility(real.y_test, p, fitted.config),
                               "downstream": arch, "role": role, "selected_from": chosen if name == "tardiff" else "",
                               "n_synthetic": n_syn, "n_test": len(real.y_test)})
-            base = baselines.get(name)
-            if base:
+            for base in methods.comparisons(name) if name != "real" else ():
                 diff = metrics.paired_difference(real.y_test, p, by_name[base], n_boot=profile.bootstrap, seed=seed)
                 paired_rows += [{"task": task, "method": name, "baseline": base, "metric": metric, "diff": d,
                                  "ci_low": lo, "ci_high": hi, "downstream": arch} for metric, (d, lo, hi) in diff.items()]
     tstr = pd.DataFrame(tstr_rows)
     gru_tstr = tstr[tstr["downstream"] == "gru"]
-    tsrtr_sets = {name: sets[name] for name in ("ddpm", "cfg", "classifier_guidance", "tardiff")}
+    tsrtr_sets = {name: sets[name] for name in ("ddpm", "cfg", "classifier_guidance", "tardiff", *GENERATORS)
+                  if name in sets}
     tsrtr = evaluate.tsrtr(tsrtr_sets, splits, task, profile.alphas, fitted.config, include_real=False)
     real_row = gru_tstr[gru_tstr["method"] == "real"][list(tsrtr.columns.intersection(gru_tstr.columns))]
     tsrtr = pd.concat([real_row.assign(alpha=0.0), tsrtr], ignore_index=True)
@@ -306,8 +336,44 @@ def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, model
                              chosen).assign(task=task)
     diagnostics = guidance_diagnostics(real, sets, models_dir, device=device)
     paired = pd.DataFrame(paired_rows)
+    field = field_fidelity(real, {name: sets[name] for name in (*paper.PAPER_ROWS, *paper.EXTRA_ROWS)
+                                  if name in sets}, profile, seed=seed, device=device).assign(task=task)
     return {"tstr": tstr, "tsrtr": tsrtr, "paired": paired, "fidelity": fidelity_rows, "privacy": privacy,
-            "diagnostics": diagnostics, "ablation": ablation_table(tstr, paired, diagnostics, fidelity_rows)}
+            "diagnostics": diagnostics, "ablation": ablation_table(tstr, paired, diagnostics, fidelity_rows),
+            "field_fidelity": field}
+
+
+def field_fidelity(real: RealData, sets: dict, profile: Profile, seed: int = 0, device=None) -> pd.DataFrame:
+    """The field's four fidelity metrics (`tardiff.field_metrics`, as TimeGAN / Diffusion-TS compute them) of
+    each set against the real test stays, every value mapped to [0, 1] by the real training split's range per
+    channel (clipped), mean and 95 % t-interval over the profile's repeats (`field_metrics`). The real training split
+    is scored the same way first: the floor a generator can reach with this protocol."""
+    low, high = real.X_train.min(axis=(0, 1)), real.X_train.max(axis=(0, 1))
+
+    def unit(X):
+        span = np.where(high > low, high - low, 1.0)
+        return np.clip((np.asarray(X, np.float32) - low) / span, 0, 1).astype(np.float32)
+
+    reference = unit(real.X_test)
+    scaled = {"real (train)": unit(real.X_train), **{name: unit(X) for name, (X, _) in sets.items()}}
+    c = profile.field_metrics
+    common = {"repeats": c.repeats, "seed": seed, "device": device}
+    scores = {"discriminative": field_metrics.discriminative_scores(
+                  reference, scaled, iterations=c.discriminative_iterations, **common),
+              "predictive": field_metrics.predictive_scores(reference, scaled, iterations=c.predictive_iterations,
+                                                            **common),
+              "context_fid": field_metrics.context_fids(reference, scaled, fit_on=scaled["real (train)"],
+                                                        n_iters=c.ts2vec_iterations, **common),
+              "correlational": {name: field_metrics.correlational_scores(reference, X, c.repeats, seed)
+                                for name, X in scaled.items()}}
+    rows = []
+    for name in scaled:
+        row = {"method": name}
+        for metric, by_set in scores.items():
+            summary = field_metrics.Summary.of(by_set[name])
+            row[metric], row[f"{metric}_ci"] = summary.mean, summary.half_width
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _with_selected(frame: pd.DataFrame, chosen: str) -> pd.DataFrame:
@@ -318,8 +384,8 @@ def _with_selected(frame: pd.DataFrame, chosen: str) -> pd.DataFrame:
 def guidance_diagnostics(real: RealData, sets: dict, models_dir: Path, device=None) -> pd.DataFrame:
     """`evaluate.guidance_diagnostics` with f_theta and the held-out guidance folds of this task's models."""
     device = get_device(device)
-    classifier = load_classifier(models_dir / f"classifier_{real.task}.pt", device=device)
-    references = torch.load(models_dir / f"influence_{real.task}.pt", map_location="cpu", weights_only=False)
+    classifier = load_classifier(artifacts.classifier(models_dir, real.task), device=device)
+    references = torch.load(artifacts.influence(models_dir, real.task), map_location="cpu", weights_only=False)
     return evaluate.guidance_diagnostics(real, sets, classifier, methods.reference_pairs(references, "guide", device))
 
 
@@ -349,13 +415,22 @@ def ablation_table(tstr: pd.DataFrame, paired: pd.DataFrame, diagnostics: pd.Dat
     return pd.DataFrame(rows)
 
 
-TABLES = ("tstr", "tsrtr", "paired", "ablation", "fidelity", "privacy", "diagnostics")
+TABLES = ("tstr", "tsrtr", "paired", "ablation", "fidelity", "privacy", "diagnostics", "field_fidelity")
 
 
 def write_results(results: dict[str, dict], tables_dir: Path) -> dict[str, pd.DataFrame]:
-    """Stack the per-task frames and write outputs/tables/<name>.{csv,md}."""
+    """Stack the per-task frames and write outputs/tables/<name>.{csv,md}, and the paper's main table with
+    its headline margins (paper_table, margins) from the GRU TSTR."""
     stacked = {name: pd.concat([r[name] for r in results.values()], ignore_index=True) for name in TABLES}
-    for name, frame in stacked.items():
+    gru = stacked["tstr"][stacked["tstr"]["downstream"] == "gru"]
+    table = paper.ours(gru)
+    margin_rows = pd.concat([paper.margins(table, of).assign(dataset="PhysioNet 2012 (ours)") for of in
+                             ("tardiff", "cfg")] + [paper.paper_margins()], ignore_index=True)
+    table.to_csv(tables_dir / "paper_table.csv", index=False)
+    _write_text(tables_dir / "paper_table.md", paper.markdown(table))
+    evaluate.write_tables(margin_rows, tables_dir, "margins")
+    stacked["paper_table"], stacked["margins"] = table, margin_rows
+    for name, frame in ((n, stacked[n]) for n in TABLES):
         if name == "tstr":  # the paper's layout, one table per downstream architecture
             for arch in frame["downstream"].unique():
                 sub = frame[frame["downstream"] == arch].drop(columns="downstream")
@@ -364,6 +439,12 @@ def write_results(results: dict[str, dict], tables_dir: Path) -> dict[str, pd.Da
             continue
         evaluate.write_tables(frame[["task"] + [c for c in frame.columns if c != "task"]], tables_dir, name)
     return stacked
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # atomic, as every table
 
 
 def plot_task(real: RealData, sets: dict, result: dict, figures_dir: Path, seed: int = 0) -> None:
@@ -375,3 +456,14 @@ def plot_task(real: RealData, sets: dict, result: dict, figures_dir: Path, seed:
                     preprocessor=real.preprocessor, title=real.task)
     plots.tsrtr_curves(result["tsrtr"], figures_dir / f"tsrtr_{real.task}.png", title=real.task)
     plots.ablation(result["ablation"], figures_dir / f"ablation_{real.task}.png", title=real.task)
+    generators = {name: sets[name] for name in (*paper.BASELINES, "cfg", "tardiff") if name in sets}
+    plots.embedding_grid(real.X_test, generators, figures_dir / f"embedding_{real.task}.png", seed=seed,
+                         title=f"{real.task}: real (set-b) against each generator, t-SNE")
+
+
+def plot_all(tables: dict[str, pd.DataFrame], figures_dir: Path) -> None:
+    """The figures over both tasks: TSTR per generator with its confidence interval."""
+    gru = tables["tstr"][tables["tstr"]["downstream"] == "gru"]
+    keep = gru[gru["method"].isin([*paper.PAPER_ROWS, *paper.EXTRA_ROWS])]
+    plots.tstr_intervals(keep, Path(figures_dir) / "tstr_by_generator.png",
+                         order=[*paper.PAPER_ROWS, *paper.EXTRA_ROWS], labels=paper.LABELS)

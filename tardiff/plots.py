@@ -23,9 +23,15 @@ METHOD_COLORS = {
     "cfg": "#55A868",
     "classifier_guidance": "#C44E52",
     "tardiff": "#DD8452",
+    "timegan": "#8172B3",
+    "timevae": "#937860",
+    "timevqvae": "#DA8BC3",
+    "diffusion_ts": "#8C8C8C",
+    "biodiffusion": "#64B5CD",
 }
 METHOD_LABELS = {"real": "Real", "ddpm": "DDPM", "cfg": "CFG", "classifier_guidance": "Classifier guidance",
-                 "tardiff": "TarDiff"}
+                 "tardiff": "TarDiff", "timegan": "TimeGAN", "timevae": "TimeVAE", "timevqvae": "TimeVQVAE",
+                 "diffusion_ts": "Diffusion-TS", "biodiffusion": "BioDiffusion"}
 LABEL_NAMES = {"mortality": ("survived", "died"), "long_stay": ("≤ 14 d", "> 14 d")}
 _EXTRA = sns.color_palette("tab10", 10)
 
@@ -127,6 +133,61 @@ def pca(X_real, synthetic: dict, path, n_points: int = 1000, seed: int = 0, titl
     ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of real variance)")
     ax.set_title(title or "PCA of real and synthetic stays")
     ax.legend(markerscale=3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def embedding_grid(X_real, synthetic: dict, path, n_points: int = 500, seed: int = 0,
+                   title: str | None = None) -> plt.Figure:
+    """One t-SNE panel per synthetic set {method: (X, y)}: `n_points` real and as many synthetic stays
+    (flattened T*F), embedded together, as TimeGAN's and Diffusion-TS's papers draw them (perplexity 40)."""
+    from sklearn.manifold import TSNE
+
+    _style()
+    rng = np.random.default_rng(seed)
+    X_real = np.asarray(X_real)
+    fig, axes = _grid(len(synthetic), n_cols=4, size=(3.2, 3.0))
+    for ax, (method, (X, _)) in zip(axes, synthetic.items()):
+        X = np.asarray(X)
+        real = X_real[rng.choice(len(X_real), min(n_points, len(X_real)), replace=False)]
+        syn = X[rng.choice(len(X), min(n_points, len(X)), replace=False)]
+        both = np.concatenate([real, syn]).reshape(len(real) + len(syn), -1)
+        z = TSNE(n_components=2, perplexity=min(40, len(both) - 1), init="pca", random_state=seed).fit_transform(both)
+        ax.scatter(z[:len(real), 0], z[:len(real), 1], s=4, alpha=0.35, color=method_color("real"), label="real")
+        ax.scatter(z[len(real):, 0], z[len(real):, 1], s=4, alpha=0.35, color=method_color(method), label=_name(method))
+        ax.set_title(_name(method))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(markerscale=3, fontsize=8, loc="upper right")
+    fig.suptitle(title or "t-SNE of real and synthetic stays")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def tstr_intervals(tstr: pd.DataFrame, path, order=None, labels=None, title: str | None = None) -> plt.Figure:
+    """TSTR AUROC and AUPRC per method and task: the seed ensemble's value with its bootstrap CI (`tstr.csv`'s
+    ensemble columns); real data's value as a dashed line."""
+    _style()
+    tasks = list(dict.fromkeys(tstr["task"]))
+    order = [m for m in (order or dict.fromkeys(tstr["method"])) if m in set(tstr["method"])]
+    labels = labels or {}
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 0.42 * len(order) * len(tasks) + 1.5), squeeze=False)
+    for row, task in enumerate(tasks):
+        sub = tstr[tstr["task"] == task].set_index("method")
+        for col, metric in enumerate(("auroc", "auprc")):
+            ax = axes[row][col]
+            for i, method in enumerate(order):
+                value = sub.loc[method, f"{metric}_ensemble"]
+                low, high = sub.loc[method, f"{metric}_ci_low"], sub.loc[method, f"{metric}_ci_high"]
+                ax.errorbar(value, i, xerr=[[value - low], [high - value]], fmt="o", color=method_color(method),
+                            capsize=3)
+            if "real" in sub.index:
+                ax.axvline(sub.loc["real", f"{metric}_ensemble"], color=method_color("real"), ls="--", lw=1)
+            ax.set_yticks(range(len(order)), [labels.get(m, _name(m)) for m in order] if col == 0 else [])
+            ax.invert_yaxis()
+            ax.set_xlabel(f"TSTR {metric.upper()} (seed ensemble, 95 % bootstrap CI)")
+            ax.set_title(f"{task}: {metric.upper()}")
+    fig.suptitle(title or "Train on synthetic, test on real (set-b)")
     fig.tight_layout()
     return _save(fig, path)
 

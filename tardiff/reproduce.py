@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from tardiff import artifacts
 from tardiff.utils import read_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,9 +32,8 @@ class NotebookFailed(RuntimeError):
 
 # What each step writes under outputs/ (globs): its manifest records their checksums, and the step is reused
 # only while they still match (a truncated or replaced artifact reruns the step that makes it).
-STEP_OUTPUTS = {"01_extraction": ("data/*.npz",), "02_train_classifier": ("models/classifier_*.pt",
-                                                                          "models/influence_*.pt"),
-                "03_train_diffusion": ("models/ddpm.pt", "models/cfg_*.pt"), "04_guided_sampling": ("synthetic/*/*.npz",),
+STEP_OUTPUTS = {"01_extraction": ("data/*.npz",), "02_train_classifier": artifacts.CLASSIFIER_GLOBS,
+                "03_train_diffusion": artifacts.GENERATIVE_GLOBS, "04_guided_sampling": ("synthetic/*/*.npz",),
                 "05_evaluation": ("tables/*.csv",)}
 
 
@@ -69,7 +69,10 @@ def code_digest(source: Path, package: Path = ROOT / "tardiff") -> str:
     seen, todo = {}, sorted(tardiff_imports(notebook_code))
     while todo:
         name = todo.pop()
-        path = package / (name.split(".", 1)[1].replace(".", "/") + ".py") if "." in name else package / "__init__.py"
+        relative = name.split(".", 1)[1].replace(".", "/") if "." in name else ""
+        path = package / (relative + ".py")
+        if not path.is_file():  # a subpackage (tardiff.generators) or the package itself
+            path = package / relative / "__init__.py"
         if name in seen or not path.exists():
             continue
         module_source = path.read_text()

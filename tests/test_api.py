@@ -72,3 +72,38 @@ def test_own_data_files_get_clear_errors(tmp_path, capsys):
     assert main(["generate", "--dataset", str(tmp_path / "noy.npz"), "--out", str(tmp_path / "o.npz"),
                  "--n", "0"]) == 2
     assert "--n" in capsys.readouterr().err
+
+
+def test_a_baseline_generator_fits_alone_and_a_folder_grows(tmp_path):
+    """fit(methods=[...]) trains only what those methods need; a later fit in the same folder adds to it, and
+    sampling a method that was not fitted says what to do."""
+    X, y = cohort(120)
+    model = TarDiff("smoke").fit(X, y, models_dir=tmp_path / "m", methods=["timevae"], progress=False)
+    assert model.fitted() == {"timevae"}
+    assert not (tmp_path / "m" / "classifier_label.pt").exists()   # no f_theta for a baseline generator
+    X_syn, y_syn = model.sample("timevae", n={0: 7, 1: 5}, progress=False)
+    assert X_syn.shape == (12, 24, 3) and np.bincount(y_syn).tolist() == [7, 5]
+    assert np.allclose(X_syn.mean(axis=(0, 1)), X.mean(axis=(0, 1)), rtol=0.5)  # back in X's units
+    with pytest.raises(RuntimeError, match=r"timegan needs \['timegan'\], not fitted"):
+        model.sample("timegan")
+    grown = TarDiff("smoke").fit(X, y, models_dir=tmp_path / "m", methods=["timegan"], progress=False)
+    assert grown.fitted() == {"timevae", "timegan"}
+    again, _ = TarDiff.load(tmp_path / "m").sample("timevae", n={0: 7, 1: 5}, progress=False)
+    np.testing.assert_allclose(again, X_syn, atol=1e-5)                 # the first fit was kept, not redone
+    with pytest.raises(ValueError, match="fitted on other data"):
+        TarDiff("smoke").fit(X[::-1], y[::-1], models_dir=tmp_path / "m", methods=["timevae"], progress=False)
+
+
+@pytest.mark.slow
+def test_generate_command_with_a_baseline_generator(tmp_path, fixture_dir):
+    from tardiff import data
+
+    stays = data.extract(fixture_dir, tmp_path / "data")["set-a"]
+    out = tmp_path / "timegan.npz"
+    args = ["generate", "--dataset", str(stays), "--method", "timegan", "--n", "12", "--out", str(out),
+            "--profile", "smoke"]
+    assert main(args) == 0
+    with np.load(out) as synth:
+        assert synth["X"].shape == (12, 24, 8) and len(synth["y"]) == 12
+    assert (tmp_path / "timegan_models" / "timegan_label" / "manifest.json").exists()
+    assert main(args) == 0  # reused

@@ -286,7 +286,7 @@ def test_original_update_adds_the_hook_to_x_prev_with_s_squared():
 
 
 def test_parallel_diffusion_models_equal_one_by_one(tmp_path):
-    """pipeline.train_diffusion_models' one-thread worker processes train the weights this (one-thread) process
+    """pipeline.train_generative_models' one-thread worker processes train the weights this (one-thread) process
     trains one model after another, and so does a single model; a worker's error reaches the caller."""
     from dataclasses import replace
 
@@ -297,21 +297,21 @@ def test_parallel_diffusion_models_equal_one_by_one(tmp_path):
     X, y = toy(48)
 
     def jobs(folder):
-        return {folder / "ddpm.pt": (X, None), folder / "cfg.pt": (X, y)}
+        return {folder / "ddpm.pt": ("diffusion", X, None), folder / "cfg.pt": ("diffusion", X, y)}
 
-    parallel = pipeline.train_diffusion_models(jobs(tmp_path / "a"), profile, progress=False)
-    one_by_one = pipeline.train_diffusion_models(jobs(tmp_path / "b"), profile, progress=False, parallel=False)
+    parallel = pipeline.train_generative_models(jobs(tmp_path / "a"), profile, progress=False)
+    one_by_one = pipeline.train_generative_models(jobs(tmp_path / "b"), profile, progress=False, parallel=False)
     for name in ("ddpm.pt", "cfg.pt"):
         assert parallel[tmp_path / "a" / name]["loss"] == one_by_one[tmp_path / "b" / name]["loss"]
         a, b = load_diffusion(tmp_path / "a" / name), load_diffusion(tmp_path / "b" / name)
         assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items()), name
     torch.set_num_threads(2)  # a single model trains in this process at one thread, then the count is restored
-    alone = pipeline.train_diffusion_models({tmp_path / "c" / "cfg.pt": (X, y)}, profile, progress=False)
+    alone = pipeline.train_generative_models({tmp_path / "c" / "cfg.pt": ("diffusion", X, y)}, profile, progress=False)
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
     assert alone[tmp_path / "c" / "cfg.pt"]["loss"] == one_by_one[tmp_path / "b" / "cfg.pt"]["loss"]
     bad = X.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        pipeline.train_diffusion_models({tmp_path / "d" / "ddpm.pt": (X, None), tmp_path / "d" / "bad.pt": (bad, None)},
-                                        profile, progress=False)
+        pipeline.train_generative_models({tmp_path / "d" / "ddpm.pt": ("diffusion", X, None),
+                                          tmp_path / "d" / "bad.pt": ("diffusion", bad, None)}, profile, progress=False)

@@ -93,18 +93,20 @@ def test_tf1_initialisation():
     assert not torch.equal(model.gate_kernel[0], model.gate_kernel[1])   # each repeat its own draw
 
 
-def test_stacked_repeats_equal_one_at_a_time(one_thread):
-    """Repeat r trained inside a stack of three scores what it scores trained alone."""
+def test_stacked_members_equal_one_at_a_time(one_thread):
+    """Repeat r of a set, trained in a stack of three repeats and two sets, scores what it scores alone."""
     rng = np.random.default_rng(4)
     real = rng.uniform(size=(60, 24, 4)).astype(np.float32)
     syn = np.clip(real + 0.2 * rng.normal(size=real.shape), 0, 1).astype(np.float32)
-    rngs = fm.repeat_rngs(7, 3)
-    together = fm._predictive(real, syn, rngs, 30, 16, "cpu")
-    alone = fm._predictive(real, syn, [fm.repeat_rngs(7, 3)[2]], 30, 16, "cpu")
-    assert together[2] == pytest.approx(alone[0], rel=1e-5)
-    together = fm._discriminative(real, syn, fm.repeat_rngs(7, 3), 30, 16, "cpu")
-    alone = fm._discriminative(real, syn, [fm.repeat_rngs(7, 3)[1]], 30, 16, "cpu")
-    assert together[1] == pytest.approx(alone[0], abs=1e-12)
+    other = rng.uniform(size=(50, 24, 4)).astype(np.float32)
+    kwargs = dict(iterations=30, batch_size=16, device="cpu")
+    many = fm.predictive_scores(real, {"syn": syn, "other": other}, repeats=3, seed=7, **kwargs)
+    alone = fm._predictive(real, [other], [fm.repeat_rngs(7, 3)[2]], 30, 16, "cpu")
+    assert many["other"][2] == pytest.approx(alone[0], rel=1e-5)
+    np.testing.assert_allclose(fm.predictive_scores(real, syn, repeats=3, seed=7, **kwargs), many["syn"], rtol=1e-5)
+    many = fm.discriminative_scores(real, {"syn": syn, "other": other}, repeats=3, seed=7, **kwargs)
+    alone = fm._discriminative(real, [other], [fm.repeat_rngs(7, 3)[1]], 30, 16, "cpu")
+    assert many["other"][1] == pytest.approx(alone[0], abs=1e-12)
 
 
 def test_discriminative_score_sees_an_obvious_fake(one_thread):

@@ -4,6 +4,7 @@ import pytest
 
 from tardiff import methods
 from tardiff.config import get_profile
+from tardiff.generators import GENERATORS
 
 
 def test_stratified_folds_spread_each_label_evenly():
@@ -21,7 +22,9 @@ def test_registry_is_consistent():
     profile = get_profile("default")
     for name, method in methods.REGISTRY.items():
         assert method.role in ("baseline", "candidate", "ablation")
-        assert method.backbone in ("uncond", "cond")
+        assert method.backbone in ("uncond", "cond") or method.backbone in GENERATORS, name
+        if method.backbone in GENERATORS:  # a baseline generator: its own sampler, no guidance, its labels
+            assert method.role == "baseline" and method.guidance is None and method.labels == "target", name
         assert method.baseline is None or method.baseline in methods.REGISTRY, name
         assert method.labels in ("target", "pseudo")
         assert methods.scale_of(method, profile) >= 0
@@ -31,3 +34,12 @@ def test_registry_is_consistent():
     assert methods.methods("candidate") and methods.methods("ablation")
     with pytest.raises(ValueError, match="registered"):
         methods.get_method("tardif")
+
+
+def test_every_generator_is_a_baseline_row_and_needs_only_itself():
+    for name in GENERATORS:
+        assert methods.get_method(name).role == "baseline"
+        assert methods.needs([name]) == {name}
+    assert methods.needs(["tardiff_dot"]) == {"cond", "classifier", "references"}
+    assert methods.needs(["ddpm"]) == {"uncond", "classifier"}   # f_theta pseudo-labels its stays
+    assert methods.needs(["cfg"]) == {"cond"}

@@ -85,8 +85,26 @@ def test_smoke_reproduction_end_to_end(tmp_path):
     assert list(paired.columns[:7]) == ["task", "method", "baseline", "metric", "diff", "ci_low", "ci_high"]
     assert (paired["ci_low"] <= paired["diff"] + 1e-12).all() and (paired["diff"] <= paired["ci_high"] + 1e-12).all()
     assert set(paired[paired["method"] == "tardiff"]["baseline"]) == {"cfg"}
+    from tardiff import paper
+
+    for name in paper.BASELINES:  # every baseline generator against TarDiff's backbone and the reported tardiff
+        assert set(paired[paired["method"] == name]["baseline"]) == {"cfg", "tardiff"}, name
+    table = pd.read_csv(outputs / "tables" / "paper_table.csv")
+    assert table["method"].tolist() == [*paper.PAPER_ROWS, *paper.EXTRA_ROWS]
+    gru = tstr.set_index(["task", "method"])
+    for _, row in table.iterrows():  # the paper table is the GRU TSTR, row by row
+        for task in paper.TASKS:
+            assert row[f"{task}_auroc"] == pytest.approx(gru.loc[(task, row["method"]), "auroc_mean"])
+    margins = pd.read_csv(outputs / "tables" / "margins.csv")
+    assert {"PhysioNet 2012 (ours)", "MIMIC-III", "eICU"} == set(margins["dataset"])
+    assert "| TimeGAN |" in (outputs / "tables" / "paper_table.md").read_text()
+    field = pd.read_csv(outputs / "tables" / "field_fidelity.csv")
+    assert {"real (train)", "tardiff", *paper.BASELINES} <= set(field["method"])
+    assert (field[["context_fid", "correlational", "discriminative", "predictive"]] >= 0).all().all()
     tsrtr = pd.read_csv(outputs / "tables" / "tsrtr.csv")
     assert "alpha" in tsrtr.columns and tsrtr["alpha"].between(0, 1).all()
+    assert set(paper.BASELINES) <= set(tsrtr["method"])
+    assert (figures / "tstr_by_generator.png").exists() and (figures / "embedding_mortality.png").exists()
     diagnostics = pd.read_csv(outputs / "tables" / "diagnostics.csv")
     assert {"real (train)", "tardiff", "ddpm"} <= set(diagnostics["method"])
     fidelity = pd.read_csv(outputs / "tables" / "fidelity.csv")
