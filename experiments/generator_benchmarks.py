@@ -120,7 +120,9 @@ def fit_and_sample(generator: str, benchmark: str, X: np.ndarray, work: Path, se
                    progress: bool = True, reductions: str = "authors") -> tuple[np.ndarray, dict]:
     """The fitted generator's samples (len(X) series) and its timings, reused from `work` when current."""
     config, reduction = settings(generator, benchmark, reductions)
-    folder = work / benchmark / (generator if reductions == "authors" else f"{generator}@{reductions}")
+    authors = settings(generator, benchmark)[0]
+    same = reductions == "authors" or config == authors   # no reduction: the authors' run is the same run
+    folder = work / benchmark / (generator if same else f"{generator}@{reductions}")
     key = _key(generator, asdict(config), seed, benchmark_data_key(X))
     record_path = folder / "record.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
@@ -282,11 +284,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--fit-only", action="store_true", help="fit and sample, no metrics or tables")
-    parser.add_argument("--reductions", choices=("authors", "default"), default="authors",
-                        help="authors: their settings (and the stated REDUCTIONS); default: the default profile's")
+    parser.add_argument("--reductions", default="authors",
+                        help="comma-separated: authors (their settings and the stated REDUCTIONS), default (the "
+                             "default profile's reductions); each is a row of the table")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     generators = [g for g in args.generators.split(",") if g]
+    if not set(args.reductions.split(",")) <= {"authors", "default"}:
+        print(f"generator_benchmarks: --reductions takes authors and/or default, got {args.reductions!r}",
+              file=sys.stderr)
+        return 2
     benchmarks = [b for b in args.benchmarks.split(",") if b]
     try:
         for name in generators:
@@ -317,12 +324,12 @@ def main(argv=None) -> int:
                                                   device=args.device))}
             rows.append({"benchmark": benchmark, "generator": "real", "scores": check})
             timings[f"{benchmark}/real checks"] = time.perf_counter() - t0
-        for generator in generators:
+        for generator, reductions in ((g, r) for g in generators for r in args.reductions.split(",")):
             t0 = time.perf_counter()
             samples, record = fit_and_sample(generator, benchmark, real, work, args.seed, args.device,
-                                             progress=not args.no_progress, reductions=args.reductions)
-            label = generator if args.reductions == "authors" else f"{generator} ({args.reductions} profile)"
-            timings[f"{benchmark}/{generator} fit+sample"] = time.perf_counter() - t0
+                                             progress=not args.no_progress, reductions=reductions)
+            label = generator if reductions == "authors" else f"{generator} ({reductions} profile)"
+            timings[f"{benchmark}/{label} fit+sample"] = time.perf_counter() - t0
             if args.fit_only:
                 continue
             t0 = time.perf_counter()
@@ -339,8 +346,10 @@ def main(argv=None) -> int:
     (out / "benchmark.md").write_text(markdown(table))
     write_manifest(out / "manifest.json", config={"generators": generators, "benchmarks": benchmarks,
                                                   "repeats": args.repeats,
-                                                  "settings": {f"{g}/{b}": settings(g, b) for g in generators
-                                                               for b in benchmarks}},
+                                                  "reductions": args.reductions,
+                                                  "settings": {f"{g}/{b}/{r}": settings(g, b, r) for g in generators
+                                                               for b in benchmarks
+                                                               for r in args.reductions.split(",")}},
                    seed=args.seed, wall_time_s=time.perf_counter() - start, commit=_commit(),
                    command="python experiments/generator_benchmarks.py " + " ".join(argv or sys.argv[1:]),
                    timings_s=timings, scores={f"{r['benchmark']}/{r['generator']}": r["scores"] for r in rows},

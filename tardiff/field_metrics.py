@@ -160,18 +160,18 @@ def _unpack(scores: np.ndarray, sets: dict, single: bool):
     return per_set[0] if single else dict(zip(sets, per_set))
 
 
-def _members(sets: list, rngs: list) -> tuple[list, list]:
-    """Stack members, set-major: (set index, a fresh copy of repeat r's generator) for every set and repeat."""
-    index = [(k, r) for k in range(len(sets)) for r in range(len(rngs))]
-    return [k for k, _ in index], [copy.deepcopy(rngs[r]) for _, r in index]
-
-
-def _discriminative(real, sets: list, rngs, iterations, batch_size, device) -> np.ndarray:
+def _members(real, sets: list, rngs: list, device):
+    """(real checked, the device, and the stack's members set-major: each member's set index and a fresh copy
+    of its repeat's generator) for every set and repeat."""
     real = _as_series(real, "real")
     for X in sets:
         _same_shape(real, X)
-    device = get_device(device)
-    owner, rngs = _members(sets, rngs)
+    index = [(k, r) for k in range(len(sets)) for r in range(len(rngs))]
+    return real, get_device(device), [k for k, _ in index], [copy.deepcopy(rngs[r]) for _, r in index]
+
+
+def _discriminative(real, sets: list, rngs, iterations, batch_size, device) -> np.ndarray:
+    real, device, owner, rngs = _members(real, sets, rngs, device)
     splits = []
     for k, rng in zip(owner, rngs):  # train_test_divide: 80/20 of each set, each its own permutation
         ir, isyn = rng.permutation(len(real)), rng.permutation(len(sets[k]))
@@ -208,11 +208,7 @@ def _discriminative(real, sets: list, rngs, iterations, batch_size, device) -> n
 
 
 def _predictive(real, sets: list, rngs, iterations, batch_size, device) -> np.ndarray:
-    real = _as_series(real, "real")
-    for X in sets:
-        _same_shape(real, X)
-    device = get_device(device)
-    owner, rngs = _members(sets, rngs)
+    real, device, owner, rngs = _members(real, sets, rngs, device)
     dim, members = real.shape[2], len(rngs)
     model = StackedTFGRU(rngs, dim - 1, dim // 2, 1).to(device)
     optimizer = _adam(model)

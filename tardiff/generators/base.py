@@ -217,14 +217,28 @@ class _Part:
 
 
 class Generator:
-    """Subclasses set `name`, `config_class`, `native_labels`, `scaling` and write build/train/generate."""
+    """A subclass names itself in its class statement and writes build/train/generate:
+
+        class TimeGAN(Generator, name="timegan", config=TimeGANConfig, native_labels=False, scaling="minmax01")
+
+    native_labels: one model conditioned on y (True) or one model per label (False); scaling: the authors'
+    normalisation of the training stays (a Scaler kind; a config field `scaling`, when set, overrides it);
+    sampling_fields: config fields training never reads (a checkpoint stays valid when they change).
+    """
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type] = object
-    native_labels: ClassVar[bool] = False  # True: one model conditioned on y; False: one model per label
-    scaling: ClassVar[str] = "none"       # the authors' normalisation of the training stays (Scaler kinds);
-                                          # a config field `scaling` (when set) overrides it
-    sampling_fields: ClassVar[tuple] = ("sample_batch_size",)  # config fields training never reads
+    native_labels: ClassVar[bool] = False
+    scaling: ClassVar[str] = "none"
+    sampling_fields: ClassVar[tuple] = ("sample_batch_size",)
+
+    def __init_subclass__(cls, name: str, config: type, native_labels: bool, scaling: str,
+                          sampling_fields: tuple = ("sample_batch_size",), **kwargs):
+        super().__init_subclass__(**kwargs)
+        if scaling not in Scaler.KINDS:
+            raise ValueError(f"generator {name}: unknown scaling {scaling!r}; one of {Scaler.KINDS}")
+        cls.name, cls.config_class, cls.native_labels, cls.scaling = name, config, native_labels, scaling
+        cls.sampling_fields = tuple(sampling_fields)
 
     def __init__(self, config=None, **overrides):
         config = config if config is not None else self.config_class()

@@ -214,16 +214,22 @@ def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, conv.weight[:, :, 0], conv.bias)
 
 
-class LinearAttention(nn.Module):
-    """Linear attention: queries softmaxed over their features, keys over positions. (B, T, C) in and out."""
+class _QKV(nn.Module):
+    """The projection both attentions share (their names and construction order: to_qkv, then to_out)."""
 
-    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32):
+    def __init__(self, dim: int, heads: int, dim_head: int):
         super().__init__()
         self.scale = dim_head ** -0.5
         self.heads, self.dim_head = heads, dim_head
-        hidden_dim = dim_head * heads
-        self.to_qkv = nn.Conv1d(dim, hidden_dim * 3, 1, bias=False)
-        self.to_out = nn.Sequential(nn.Conv1d(hidden_dim, dim, 1), LayerNorm(dim))
+        self.to_qkv = nn.Conv1d(dim, dim_head * heads * 3, 1, bias=False)
+
+
+class LinearAttention(_QKV):
+    """Linear attention: queries softmaxed over their features, keys over positions. (B, T, C) in and out."""
+
+    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32):
+        super().__init__(dim, heads, dim_head)
+        self.to_out = nn.Sequential(nn.Conv1d(dim_head * heads, dim, 1), LayerNorm(dim))
 
     def forward(self, x):
         b, n, _ = x.shape
@@ -235,16 +241,12 @@ class LinearAttention(nn.Module):
         return self.to_out[1].channels_last(_pointwise(self.to_out[0], out))
 
 
-class Attention(nn.Module):
+class Attention(_QKV):
     """Full softmax self-attention over positions. (B, T, C) in and out."""
 
     def __init__(self, dim: int, heads: int = 4, dim_head: int = 32):
-        super().__init__()
-        self.scale = dim_head ** -0.5
-        self.heads, self.dim_head = heads, dim_head
-        hidden_dim = dim_head * heads
-        self.to_qkv = nn.Conv1d(dim, hidden_dim * 3, 1, bias=False)
-        self.to_out = nn.Conv1d(hidden_dim, dim, 1)
+        super().__init__(dim, heads, dim_head)
+        self.to_out = nn.Conv1d(dim_head * heads, dim, 1)
 
     def forward(self, x):
         b, n, _ = x.shape
@@ -562,13 +564,9 @@ def _keep_mask(b: int, drop_prob: float, generator: torch.Generator) -> torch.Te
 # --------------------------------------------------------------------------- the generator
 
 
-class BioDiffusion(Generator):
-    name = "biodiffusion"
-    config_class = BioDiffusionConfig
-    native_labels = True
-    scaling = "minmax11"
-    sampling_fields = ("sample_batch_size", "sampling_timesteps", "ddim_sampling_eta", "cond_scale",
-                       "sample_cond_drop_prob")
+class BioDiffusion(Generator, name="biodiffusion", config=BioDiffusionConfig, native_labels=True,
+                   scaling="minmax11", sampling_fields=("sample_batch_size", "sampling_timesteps",
+                                                        "ddim_sampling_eta", "cond_scale", "sample_cond_drop_prob")):
 
     def build(self, n_features, seq_len, n_classes):
         c = self.config

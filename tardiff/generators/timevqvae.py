@@ -680,13 +680,10 @@ def epoch_order(n: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(int(state)))
 
 
-class TimeVQVAE(Generator):
-    name = "timevqvae"
-    config_class = TimeVQVAEConfig
-    native_labels = True
-    scaling = "none"      # they standardise per channel; the model holds the mean and std (module docstring)
-    sampling_fields = ("sample_batch_size", "choice_temperature_lf", "choice_temperature_hf", "sampling_steps_lf",
-                       "sampling_steps_hf")
+# scaling "none": they standardise per channel; the model holds the mean and std (module docstring)
+class TimeVQVAE(Generator, name="timevqvae", config=TimeVQVAEConfig, native_labels=True, scaling="none",
+                sampling_fields=("sample_batch_size", "choice_temperature_lf", "choice_temperature_hf",
+                                 "sampling_steps_lf", "sampling_steps_hf")):
 
     def build(self, n_features, seq_len, n_classes):
         if seq_len < self.config.n_fft:
