@@ -116,14 +116,35 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(to_jsonable(parts), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def fit_and_sample(generator: str, benchmark: str, X: np.ndarray, work: Path, seed: int, device,
-                   progress: bool = True, reductions: str = "authors") -> tuple[np.ndarray, dict]:
-    """The fitted generator's samples (len(X) series) and its timings, reused from `work` when current."""
+def run_folder(generator: str, benchmark: str, X: np.ndarray, work: Path, seed: int, reductions: str = "authors"):
+    """(folder, key, config, reduction) of one run: its work folder and the key its record must carry."""
     config, reduction = settings(generator, benchmark, reductions)
     authors = settings(generator, benchmark)[0]
     same = reductions == "authors" or config == authors   # no reduction: the authors' run is the same run
     folder = work / benchmark / (generator if same else f"{generator}@{reductions}")
-    key = _key(generator, asdict(config), seed, benchmark_data_key(X))
+    return folder, _key(generator, asdict(config), seed, benchmark_data_key(X)), config, reduction
+
+
+def unfinished(generator: str, benchmark: str, X: np.ndarray, work: Path, seed: int,
+               reductions: str = "authors") -> str | None:
+    """None when the run's samples are current, else where its training stands (from its checkpoint)."""
+    folder, key, _, _ = run_folder(generator, benchmark, X, work, seed, reductions)
+    record_path = folder / "record.json"
+    if record_path.exists() and json.loads(record_path.read_text()).get("key") == key and \
+            (folder / "samples.npy").exists():
+        return None
+    checkpoints = sorted((folder / "checkpoints").glob("*.pt"))
+    if not checkpoints:
+        return "not started"
+    blob = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
+    counters = ", ".join(f"{k} {v:,}" for k, v in blob["progress"].items() if isinstance(v, int))
+    return f"not finished: its checkpoint stands at {counters} after {blob['elapsed'] / 3600:.1f} CPU-hours"
+
+
+def fit_and_sample(generator: str, benchmark: str, X: np.ndarray, work: Path, seed: int, device,
+                   progress: bool = True, reductions: str = "authors") -> tuple[np.ndarray, dict]:
+    """The fitted generator's samples (len(X) series) and its timings, reused from `work` when current."""
+    folder, key, config, reduction = run_folder(generator, benchmark, X, work, seed, reductions)
     record_path = folder / "record.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     samples_path = folder / "samples.npy"
@@ -224,8 +245,9 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
         bars = targets(row["generator"], row["benchmark"])
         for metric, (low, high) in bars.items():
             entry[f"{metric}_target_low"], entry[f"{metric}_target"] = low, high
-            entry[f"{metric}_met"] = bool(low <= entry.get(metric, np.inf) <= high)
+            entry[f"{metric}_met"] = bool(low <= entry.get(metric, np.inf) <= high) if metric in entry else None
         entry.update({k: row.get(k) for k in ("train_s", "train_steps", "sample_s", "n_samples", "reduction")})
+        entry["status"] = row.get("status", "scored")
         out.append(entry)
     return pd.DataFrame(out)
 
@@ -248,7 +270,8 @@ def markdown(table: pd.DataFrame) -> str:
         if not pd.isna(row.get(f"{metric}_target", np.nan)):
             low, high = row[f"{metric}_target_low"], row[f"{metric}_target"]
             bar = f"≤ {high:.3f}" if low == 0 else f"{low:.3f}–{high:.3f}"
-            extra.append(f"{bar} {'met' if row[f'{metric}_met'] else '**missed**'}")
+            met = row[f"{metric}_met"]
+            extra.append(f"{bar} {'not measured' if met is None or pd.isna(met) else 'met' if met else '**missed**'}")
         return text + (f" ({'; '.join(extra)})" if extra else "")
 
     for _, row in table.iterrows():
@@ -258,6 +281,9 @@ def markdown(table: pd.DataFrame) -> str:
         lines.append(f"| {row['benchmark']} | {row['generator']} | {cell(row, 'context_fid')} | "
                      f"{cell(row, 'correlational')} | {cell(row, 'discriminative')} | {cell(row, 'predictive')} | "
                      f"{train} | {sample} |")
+    unscored = [f"- {r['generator']} on {r['benchmark']}: {r['status']}" for _, r in table.iterrows()
+                if r.get("status", "scored") != "scored"]
+    lines += ["", "Runs without scores (still training; rerun the command to resume them):"] + unscored if unscored else []
     reductions = table.dropna(subset=["reduction"])
     notes = [f"- {r['generator']} on {r['benchmark']}: {r['reduction']}" for _, r in reductions.iterrows()
              if r["reduction"]]
@@ -287,6 +313,9 @@ def main(argv=None) -> int:
     parser.add_argument("--reductions", default="authors",
                         help="comma-separated: authors (their settings and the stated REDUCTIONS), default (the "
                              "default profile's reductions); each is a row of the table")
+    parser.add_argument("--fitted-only", action="store_true",
+                        help="score only the runs whose samples exist; the others are rows saying where their "
+                             "checkpoint stands (a table while long fits are still running)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     generators = [g for g in args.generators.split(",") if g]
@@ -325,10 +354,15 @@ def main(argv=None) -> int:
             rows.append({"benchmark": benchmark, "generator": "real", "scores": check})
             timings[f"{benchmark}/real checks"] = time.perf_counter() - t0
         for generator, reductions in ((g, r) for g in generators for r in args.reductions.split(",")):
+            label = generator if reductions == "authors" else f"{generator} ({reductions} profile)"
+            status = unfinished(generator, benchmark, real, work, args.seed, reductions) if args.fitted_only else None
+            if status is not None:
+                rows.append({"benchmark": benchmark, "generator": label, "scores": {}, "status": status,
+                             "reduction": settings(generator, benchmark, reductions)[1]})
+                continue
             t0 = time.perf_counter()
             samples, record = fit_and_sample(generator, benchmark, real, work, args.seed, args.device,
                                              progress=not args.no_progress, reductions=reductions)
-            label = generator if reductions == "authors" else f"{generator} ({reductions} profile)"
             timings[f"{benchmark}/{label} fit+sample"] = time.perf_counter() - t0
             if args.fit_only:
                 continue

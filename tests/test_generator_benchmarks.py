@@ -1,0 +1,48 @@
+"""experiments/generator_benchmarks.py: its targets, its table and its account of runs still training."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tardiff.generators.base import Checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("generator_benchmarks", ROOT / "experiments" / "generator_benchmarks.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_targets_follow_the_issue_bars():
+    # TimeGAN on Sines: published discriminative .011 + .02, predictive .093 + .005
+    bars = bench.targets("timegan (default profile)", "sines")
+    assert np.allclose(bars["discriminative"], (0, .031)) and np.allclose(bars["predictive"], (0, .098))
+    assert bench.targets("timevqvae", "sines") == {"discriminative": (0, .05), "predictive": (0, .098)}
+    assert bench.targets("timevqvae", "stocks") == {}
+    assert np.allclose(bench.targets("real", "stocks")["predictive"], (.034, .038))
+
+
+def test_table_marks_met_missed_and_unmeasured():
+    rows = [{"benchmark": "sines", "generator": "timegan", "scores": {
+                "discriminative": [.01, .02, .015, .012, .011], "predictive": [.2, .21, .2, .2, .2]}},
+            {"benchmark": "sines", "generator": "timevae", "scores": {}, "status": "not finished: epoch 3",
+             "reduction": ""}]
+    table = bench.summarise(rows)
+    assert table.loc[0, "discriminative_met"] and not table.loc[0, "predictive_met"]
+    assert pd.isna(table.loc[1, "predictive_met"]) or table.loc[1, "predictive_met"] is None
+    text = bench.markdown(table)
+    assert "**missed**" in text and "not measured" in text and "timevae on sines: not finished: epoch 3" in text
+
+
+def test_unfinished_reads_the_checkpoint(tmp_path):
+    X = np.random.default_rng(0).random((8, 24, 2)).astype(np.float32)
+    folder, key, _, _ = bench.run_folder("timevae", "sines", X, tmp_path, seed=0)
+    assert bench.unfinished("timevae", "sines", X, tmp_path, 0) == "not started"
+    checkpoint = Checkpoint(folder / "checkpoints" / "timevae_all.pt", meta={"x": 1})
+    checkpoint.restore()
+    checkpoint.step({"epoch": 7, "loss": [1.0]}, 7, final=True)
+    assert "epoch 7" in bench.unfinished("timevae", "sines", X, tmp_path, 0)
+    np.save(folder / "samples.npy", X)
+    (folder / "record.json").write_text(json.dumps({"key": key}))
+    assert bench.unfinished("timevae", "sines", X, tmp_path, 0) is None
