@@ -84,7 +84,8 @@ def _upper_bars(generator: str, benchmark: str, published: dict | None) -> dict[
 def settings(generator: str, benchmark: str, reductions: str = "authors"):
     """(config, reduction or "") of a generator on a benchmark: its authors' settings for that benchmark (a
     config classmethod named after it, e.g. DiffusionTSConfig.sines(), else the config's defaults) with the
-    stated REDUCTIONS; or, with reductions="default", the default profile's reductions instead."""
+    stated REDUCTIONS; with reductions="default", the default profile's reductions instead; with
+    "key=value+key=value", those settings on the authors' (a row measuring one setting's effect)."""
     config_class = generator_class(generator).config_class
     preset = getattr(config_class, benchmark, None)
     config = preset() if callable(preset) else config_class()
@@ -92,9 +93,38 @@ def settings(generator: str, benchmark: str, reductions: str = "authors"):
         overrides = DEFAULT_GENERATOR_REDUCTIONS[generator]
         reason = "the default profile's reduction: " + (", ".join(f"{k}={v}" for k, v in overrides.items())
                                                         or "none")
+    elif "=" in reductions:
+        overrides = parse_setting(reductions)
+        reason = "set for this row: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     else:
         overrides, reason = REDUCTIONS.get((generator, benchmark), ({}, ""))
     return replace(config, **overrides), reason
+
+
+def parse_setting(token: str) -> dict:
+    """"train_steps=4000+sampling_timesteps=50" -> {"train_steps": 4000, "sampling_timesteps": 50}."""
+    out = {}
+    for pair in token.split("+"):
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def same_as_authors(generator: str, benchmark: str, reductions: str) -> bool:
+    """A row that would repeat the authors' row (e.g. TimeVAE: the default profile keeps its settings)."""
+    return reductions != "authors" and settings(generator, benchmark, reductions)[0] == settings(generator,
+                                                                                                 benchmark)[0]
+
+
+def applies(generator: str, reductions: str) -> bool:
+    """Whether a --reductions token is a row of this generator (a key=value token needs all its fields)."""
+    if "=" not in reductions:
+        return True
+    fields = set(generator_class(generator).config_class.__dataclass_fields__)
+    return set(parse_setting(reductions)) <= fields
 
 
 # (generator, benchmark) -> (settings changed, why): where a run departs from its authors' settings
@@ -312,15 +342,17 @@ def main(argv=None) -> int:
     parser.add_argument("--fit-only", action="store_true", help="fit and sample, no metrics or tables")
     parser.add_argument("--reductions", default="authors",
                         help="comma-separated: authors (their settings and the stated REDUCTIONS), default (the "
-                             "default profile's reductions); each is a row of the table")
+                             "default profile's reductions), or key=value+key=value (those settings on the authors', "
+                             "for the generators that have the fields); each is a row of the table")
     parser.add_argument("--fitted-only", action="store_true",
                         help="score only the runs whose samples exist; the others are rows saying where their "
                              "checkpoint stands (a table while long fits are still running)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     generators = [g for g in args.generators.split(",") if g]
-    if not set(args.reductions.split(",")) <= {"authors", "default"}:
-        print(f"generator_benchmarks: --reductions takes authors and/or default, got {args.reductions!r}",
+    if not all(r in ("authors", "default") or "=" in r for r in args.reductions.split(",")):
+        print(f"generator_benchmarks: --reductions takes authors, default and key=value+key=value tokens, got "
+              f"{args.reductions!r}",
               file=sys.stderr)
         return 2
     benchmarks = [b for b in args.benchmarks.split(",") if b]
@@ -341,20 +373,25 @@ def main(argv=None) -> int:
         encoders = context_encoders(real, work, benchmark, args.repeats, args.seed, args.device)
         if not args.fit_only:
             t0 = time.perf_counter()
-            half = len(real) // 2
+            # two disjoint halves drawn at random: Stocks' windows slide along one price series in time order,
+            # so its first and second halves differ in price level and a discriminator tells them apart
+            order = np.random.default_rng(args.seed).permutation(len(real))
+            halves = real[order[:len(real) // 2]], real[order[len(real) // 2:2 * (len(real) // 2)]]
             check = {"predictive": cached(work / benchmark / "metrics.json", _key("real-predictive", args.repeats,
                                                                                    args.seed),
                                           lambda: field_metrics.predictive_scores(real, real, args.repeats, args.seed,
                                                                                   device=args.device)),
                      "discriminative": cached(work / benchmark / "metrics.json",
-                                              _key("real-halves", args.repeats, args.seed),
+                                              _key("real-random-halves", args.repeats, args.seed),
                                               lambda: field_metrics.discriminative_scores(
-                                                  real[:half], real[half:2 * half], args.repeats, args.seed,
-                                                  device=args.device))}
+                                                  *halves, args.repeats, args.seed, device=args.device))}
             rows.append({"benchmark": benchmark, "generator": "real", "scores": check})
             timings[f"{benchmark}/real checks"] = time.perf_counter() - t0
-        for generator, reductions in ((g, r) for g in generators for r in args.reductions.split(",")):
-            label = generator if reductions == "authors" else f"{generator} ({reductions} profile)"
+        for generator, reductions in ((g, r) for g in generators for r in args.reductions.split(",")
+                                      if applies(g, r) and not same_as_authors(g, benchmark, r)):
+            label = generator if reductions == "authors" else \
+                f"{generator} ({reductions.replace('+', ', ')})" if "=" in reductions else \
+                f"{generator} ({reductions} profile)"
             status = unfinished(generator, benchmark, real, work, args.seed, reductions) if args.fitted_only else None
             if status is not None:
                 rows.append({"benchmark": benchmark, "generator": label, "scores": {}, "status": status,
@@ -383,7 +420,8 @@ def main(argv=None) -> int:
                                                   "reductions": args.reductions,
                                                   "settings": {f"{g}/{b}/{r}": settings(g, b, r) for g in generators
                                                                for b in benchmarks
-                                                               for r in args.reductions.split(",")}},
+                                                               for r in args.reductions.split(",")
+                                                               if applies(g, r)}},
                    seed=args.seed, wall_time_s=time.perf_counter() - start, commit=_commit(),
                    command="python experiments/generator_benchmarks.py " + " ".join(argv or sys.argv[1:]),
                    timings_s=timings, scores={f"{r['benchmark']}/{r['generator']}": r["scores"] for r in rows},

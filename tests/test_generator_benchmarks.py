@@ -46,3 +46,19 @@ def test_unfinished_reads_the_checkpoint(tmp_path):
     np.save(folder / "samples.npy", X)
     (folder / "record.json").write_text(json.dumps({"key": key}))
     assert bench.unfinished("timevae", "sines", X, tmp_path, 0) is None
+
+
+def test_a_setting_row_changes_only_its_fields():
+    config, reason = bench.settings("diffusion_ts", "sines", "train_steps=4000+sampling_timesteps=50")
+    authors, _ = bench.settings("diffusion_ts", "sines")
+    assert (config.train_steps, config.sampling_timesteps) == (4000, 50) and "train_steps=4000" in reason
+    assert {k: v for k, v in vars(config).items() if k not in ("train_steps", "sampling_timesteps")} == \
+        {k: v for k, v in vars(authors).items() if k not in ("train_steps", "sampling_timesteps")}
+    assert bench.applies("diffusion_ts", "train_steps=4000") and not bench.applies("timegan", "train_steps=4000")
+    assert bench.applies("timegan", "default") and bench.applies("timegan", "authors")
+
+
+def test_a_row_repeating_the_authors_run_is_not_a_second_row():
+    assert bench.same_as_authors("timevae", "sines", "default")     # the default profile keeps TimeVAE's settings
+    assert not bench.same_as_authors("timegan", "sines", "default")
+    assert not bench.same_as_authors("timevae", "sines", "authors")
