@@ -149,19 +149,26 @@ def _key(*parts) -> str:
 def run_folder(generator: str, benchmark: str, X: np.ndarray, work: Path, seed: int, reductions: str = "authors"):
     """(folder, key, config, reduction) of one run: its work folder and the key its record must carry."""
     config, reduction = settings(generator, benchmark, reductions)
-    authors = settings(generator, benchmark)[0]
-    same = reductions == "authors" or config == authors   # no reduction: the authors' run is the same run
+    same = reductions == "authors" or same_as_authors(generator, benchmark, reductions)  # the same run
     folder = work / benchmark / (generator if same else f"{generator}@{reductions}")
     return folder, _key(generator, asdict(config), seed, benchmark_data_key(X)), config, reduction
+
+
+def _record(folder: Path) -> dict:
+    path = folder / "record.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _samples_current(folder: Path, key: str, record: dict) -> bool:
+    """Whether the run's record and samples were written by a run with this key (config, seed, data)."""
+    return record.get("key") == key and (folder / "samples.npy").exists()
 
 
 def unfinished(generator: str, benchmark: str, X: np.ndarray, work: Path, seed: int,
                reductions: str = "authors") -> str | None:
     """None when the run's samples are current, else where its training stands (from its checkpoint)."""
     folder, key, _, _ = run_folder(generator, benchmark, X, work, seed, reductions)
-    record_path = folder / "record.json"
-    if record_path.exists() and json.loads(record_path.read_text()).get("key") == key and \
-            (folder / "samples.npy").exists():
+    if _samples_current(folder, key, _record(folder)):
         return None
     checkpoints = sorted((folder / "checkpoints").glob("*.pt"))
     if not checkpoints:
@@ -175,10 +182,9 @@ def fit_and_sample(generator: str, benchmark: str, X: np.ndarray, work: Path, se
                    progress: bool = True, reductions: str = "authors") -> tuple[np.ndarray, dict]:
     """The fitted generator's samples (len(X) series) and its timings, reused from `work` when current."""
     folder, key, config, reduction = run_folder(generator, benchmark, X, work, seed, reductions)
-    record_path = folder / "record.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    samples_path = folder / "samples.npy"
-    if record.get("key") == key and samples_path.exists():
+    record_path, samples_path = folder / "record.json", folder / "samples.npy"
+    record = _record(folder)
+    if _samples_current(folder, key, record):
         return np.load(samples_path), record
     if record.get("fit_key") == key and (folder / MODEL_FILE).exists():
         gen = load_generator(folder, device=device)
@@ -313,7 +319,8 @@ def markdown(table: pd.DataFrame) -> str:
                      f"{train} | {sample} |")
     unscored = [f"- {r['generator']} on {r['benchmark']}: {r['status']}" for _, r in table.iterrows()
                 if r.get("status", "scored") != "scored"]
-    lines += ["", "Runs without scores (still training; rerun the command to resume them):"] + unscored if unscored else []
+    if unscored:
+        lines += ["", "Runs without scores (still training; rerun the command to resume them):", *unscored]
     reductions = table.dropna(subset=["reduction"])
     notes = [f"- {r['generator']} on {r['benchmark']}: {r['reduction']}" for _, r in reductions.iterrows()
              if r["reduction"]]
