@@ -366,6 +366,11 @@ def main(argv=None) -> int:
     try:
         for name in generators:
             generator_class(name)
+        unmatched = [r for r in args.reductions.split(",") if "=" in r
+                     and not any(applies(g, r) for g in generators)]
+        if unmatched:
+            raise ValueError(f"no generator of {generators} has every setting of {unmatched}; a token's keys are "
+                             "fields of a generator's config (e.g. iterations=5000 for timegan)")
         for name in benchmarks:
             if name not in benchmark_data.BENCHMARKS:
                 raise ValueError(f"unknown benchmark {name!r}; one of {sorted(benchmark_data.BENCHMARKS)}")

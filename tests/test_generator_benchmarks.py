@@ -62,3 +62,8 @@ def test_a_row_repeating_the_authors_run_is_not_a_second_row():
     assert bench.same_as_authors("timevae", "sines", "default")     # the default profile keeps TimeVAE's settings
     assert not bench.same_as_authors("timegan", "sines", "default")
     assert not bench.same_as_authors("timevae", "sines", "authors")
+
+
+def test_a_setting_no_generator_has_is_refused(capsys):
+    assert bench.main(["--generators", "timegan", "--reductions", "iteration=5000", "--fitted-only"]) == 2
+    assert "iteration=5000" in capsys.readouterr().err
