@@ -17,7 +17,6 @@ Writes --out/benchmark.{csv,md} and manifest.json (commit, settings, per-step wa
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -32,8 +31,8 @@ import torch
 from tardiff import benchmark_data, field_metrics
 from tardiff.config import DEFAULT_GENERATOR_REDUCTIONS
 from tardiff.generators import GENERATORS, generator_class, load_generator
-from tardiff.generators.base import MODEL_FILE
-from tardiff.utils import to_jsonable, write_manifest
+from tardiff.generators.base import MODEL_FILE, fingerprint
+from tardiff.utils import json_digest, to_jsonable, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("context_fid", "correlational", "discriminative", "predictive")
@@ -143,7 +142,7 @@ REDUCTIONS: dict = {
 # --------------------------------------------------------------------------- steps
 
 def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(to_jsonable(parts), sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(parts)[:16]
 
 
 def run_folder(generator: str, benchmark: str, X: np.ndarray, work: Path, seed: int, reductions: str = "authors"):
@@ -151,7 +150,7 @@ def run_folder(generator: str, benchmark: str, X: np.ndarray, work: Path, seed: 
     config, reduction = settings(generator, benchmark, reductions)
     same = reductions == "authors" or same_as_authors(generator, benchmark, reductions)  # the same run
     folder = work / benchmark / (generator if same else f"{generator}@{reductions}")
-    return folder, _key(generator, asdict(config), seed, benchmark_data_key(X)), config, reduction
+    return folder, _key(generator, asdict(config), seed, fingerprint(X, None)), config, reduction
 
 
 def _record(folder: Path) -> dict:
@@ -203,17 +202,9 @@ def fit_and_sample(generator: str, benchmark: str, X: np.ndarray, work: Path, se
     np.save(samples_path, samples)
     record = {"key": key, "fit_key": key, "config": to_jsonable(asdict(config)), "reduction": reduction,
               "train_s": part.history.get("wall_time_s"), "train_steps": part.history.get("steps"),
-              "sample_s": sample_s, "n_samples": len(samples), "samples_sha256": _sha(samples)}
+              "sample_s": sample_s, "n_samples": len(samples), "samples_sha256": fingerprint(samples, None)}
     record_path.write_text(json.dumps(record, indent=2))
     return samples, record
-
-
-def benchmark_data_key(X: np.ndarray) -> str:
-    return _sha(X)
-
-
-def _sha(X: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(X, np.float32).tobytes()).hexdigest()
 
 
 def cached(path: Path, key: str, compute):
@@ -230,7 +221,7 @@ def score(name: str, real: np.ndarray, samples: np.ndarray, encoders, work: Path
           seed: int, device) -> dict:
     """{metric: [score per repeat]} for one set (`name`, the samples' checksum keyed), cached under `work`."""
     cache = work / benchmark / "metrics.json"
-    tag = _key(name, _sha(samples), repeats, seed)
+    tag = _key(name, fingerprint(samples, None), repeats, seed)
     out = {}
     out["correlational"] = cached(cache, f"{tag}/correlational",
                                   lambda: field_metrics.correlational_scores(real, samples, repeats, seed))

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -28,7 +27,7 @@ from tardiff.config import Profile
 from tardiff.diffusion import GaussianDiffusion, ddim_sample, load_diffusion, save_diffusion, train_diffusion
 from tardiff.metrics import auroc, binary_metrics
 from tardiff.real_data import RealData
-from tardiff.utils import get_device, seed_everything, to_jsonable, write_manifest
+from tardiff.utils import get_device, json_digest, seed_everything, write_manifest
 
 log = logging.getLogger(__name__)
 # ---- files --------------------------------------------------------------------------------------
@@ -99,7 +98,7 @@ def fit_generator(name: str, X: np.ndarray, y: np.ndarray | None, profile: Profi
 
     gen = get_generator(name, getattr(profile.generators, name))
     # checkpoints of other settings (another profile, a --set) stay apart instead of being refused
-    settings = hashlib.sha256(json.dumps(to_jsonable(gen.config), sort_keys=True).encode()).hexdigest()[:12]
+    settings = json_digest(gen.config)[:12]
     gen.fit(X, y, seed=seed, device=device, checkpoint_dir=Path(folder) / f"checkpoints_{settings}",
             progress=progress)
     gen.save(folder)

@@ -72,6 +72,11 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def json_digest(value: Any) -> str:
+    """sha256 of a value's canonical JSON (sorted keys): a key that changes whenever any setting in it does."""
+    return hashlib.sha256(json.dumps(to_jsonable(value), sort_keys=True).encode()).hexdigest()
+
+
 def write_manifest(path: str | os.PathLike, *, config: Any, seed: int | None = None,
                    inputs: dict[str, str] | None = None, wall_time_s: float | None = None,
                    **extra: Any) -> dict:
