@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from tardiff import benchmark_data, field_metrics
-from tardiff.config import DEFAULT_GENERATOR_REDUCTIONS
+from tardiff.config import DEFAULT_GENERATOR_REDUCTIONS, parse_overrides, with_overrides
 from tardiff.generators import GENERATORS, generator_class, load_generator
 from tardiff.generators.base import MODEL_FILE, fingerprint
 from tardiff.utils import json_digest, to_jsonable, write_manifest
@@ -95,21 +95,16 @@ def settings(generator: str, benchmark: str, reductions: str = "authors"):
     elif "=" in reductions:
         overrides = parse_setting(reductions)
         reason = "set for this row: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+        return with_overrides(config, **overrides), reason
     else:
         overrides, reason = REDUCTIONS.get((generator, benchmark), ({}, ""))
     return replace(config, **overrides), reason
 
 
 def parse_setting(token: str) -> dict:
-    """"train_steps=4000+sampling_timesteps=50" -> {"train_steps": 4000, "sampling_timesteps": 50}."""
-    out = {}
-    for pair in token.split("+"):
-        key, _, value = pair.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    """"train_steps=4000+sampling_timesteps=50" -> {"train_steps": "4000", ...}, typed by the config when applied
+    (`tardiff.config.with_overrides`, as `--set` is)."""
+    return parse_overrides(token.split("+"))
 
 
 def same_as_authors(generator: str, benchmark: str, reductions: str) -> bool:
@@ -362,6 +357,8 @@ def main(argv=None) -> int:
         if unmatched:
             raise ValueError(f"no generator of {generators} has every setting of {unmatched}; a token's keys are "
                              "fields of a generator's config (e.g. iterations=5000 for timegan)")
+        for name, reductions in ((g, r) for g in generators for r in args.reductions.split(",") if applies(g, r)):
+            settings(name, "sines", reductions)   # a value of the wrong type is refused here, naming the setting
         for name in benchmarks:
             if name not in benchmark_data.BENCHMARKS:
                 raise ValueError(f"unknown benchmark {name!r}; one of {sorted(benchmark_data.BENCHMARKS)}")

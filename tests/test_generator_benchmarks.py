@@ -67,3 +67,8 @@ def test_a_row_repeating_the_authors_run_is_not_a_second_row():
 def test_a_setting_no_generator_has_is_refused(capsys):
     assert bench.main(["--generators", "timegan", "--reductions", "iteration=5000", "--fitted-only"]) == 2
     assert "iteration=5000" in capsys.readouterr().err
+
+
+def test_a_setting_of_the_wrong_type_is_refused_before_any_fit(capsys):
+    assert bench.main(["--generators", "timegan", "--reductions", "iterations=many", "--fitted-only"]) == 2
+    assert "iterations" in capsys.readouterr().err
