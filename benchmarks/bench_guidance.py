@@ -17,7 +17,7 @@ import torch
 
 from tardiff.classifier import RNNClassifier
 from tardiff.config import get_profile
-from tardiff.guidance import influence_guidance, influence_guidance_loop, pair_influence_guidance, train_grad
+from tardiff.guidance import influence_guidance_loop, original_guidance, pair_influence_guidance, train_grad
 from tardiff.utils import get_device, seed_everything, write_manifest
 
 T, NF = 24, 8
@@ -117,8 +117,8 @@ def measure(profile, args, device) -> dict:
 
     # influence guidance: exact per-sample (dot: TarDiff's score here; cos: the original's form) vs the
     # original's coupled batch way, timed alternately, and vs the naive loop
-    hook = influence_guidance(classifier, G)
-    batch_hook = influence_guidance(classifier, G, normalize="batch")
+    hook = pair_influence_guidance([(classifier, G)], "cos")
+    batch_hook = original_guidance(classifier, G)
     dot_hook = pair_influence_guidance([(classifier, G)], "dot")
     fast = hook(None, None, x, y)
     t = interleaved({"cos": lambda: hook(None, None, x, y), "dot": lambda: dot_hook(None, None, x, y),

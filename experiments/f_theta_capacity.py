@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tardiff import artifacts, evaluate, methods, metrics, pipeline, real_data
+from tardiff import artifacts, evaluate, metrics, pipeline, real_data
 from tardiff.classifier import load_classifier, predict_proba
 from tardiff.config import get_profile, with_overrides
+from tardiff.sampler import Sampler
 from tardiff.utils import write_manifest
 
 
@@ -52,7 +53,8 @@ def main(argv=None) -> None:
             if not link.exists():
                 link.symlink_to(source.resolve())
         _, history, guide_val = pipeline.train_guide_classifier(real, big, models, seed=args.seed, device=args.device)
-        X_big, y_big, info = methods.Sampler(real, big, models, seed=args.seed, device=args.device).sample(
+        X_big, y_big, info = Sampler(real.X_train, real.y_train, task, big, models, seed=args.seed,
+                                     device=args.device).sample(
             "tardiff_train_g")
         sets = {"cfg": pipeline.load_synthetic(outputs / "synthetic" / task / "cfg.npz"),
                 f"tardiff_train_g (f_θ {small})": pipeline.load_synthetic(outputs / "synthetic" / task / "tardiff_train_g.npz"),

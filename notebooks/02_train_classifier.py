@@ -20,7 +20,7 @@
 # one logit, binary cross-entropy. One classifier per task (in-hospital mortality, stay longer than 14 days),
 # trained on set A's training split and selected on its validation split. Set B is not touched here.
 #
-# Beside f_θ, the influence references TarDiff's variants guide with (`tardiff.methods.build_references`):
+# Beside f_θ, the influence references TarDiff's variants guide with (`tardiff.references.build_references`):
 # the training split is cut into K stratified folds; fold classifier k is trained on the other folds and its
 # reference gradient G_k is the mean loss gradient over fold k, which it never saw (the paper's expected
 # loss, estimated on held-out stays; every real stay contributes to one G). Per fold also (H + λI)⁻¹G_k

@@ -44,9 +44,9 @@ from tardiff import methods, pipeline, plots, real_data
 from tardiff.config import get_profile, with_overrides
 
 config = with_overrides(get_profile(profile), **overrides)
-print(f"DDIM steps {config.ddim_steps}, eta {config.ddim_eta}; TarDiff scale {config.guidance_scale} "
+print(f"DDIM steps {config.sampling.ddim_steps}, eta {config.sampling.ddim_eta}; TarDiff scale {config.guidance_scale} "
       f"(strong {config.strong_guidance_scale}); classifier guidance {config.classifier_guidance_scale}; "
-      f"cfg {config.cfg_scale}")
+      f"cfg {config.sampling.cfg_scale}")
 display(pd.DataFrame(methods.describe())[["name", "role", "backbone", "baseline", "guidance", "reference", "score",
                                           "scale", "about"]])
 paths = pipeline.paths(outputs_dir)

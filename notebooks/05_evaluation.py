@@ -67,7 +67,7 @@ display(selection.round(3))
 results = {}
 for task in tasks:
     results[task] = pipeline.test_tables(fitted[task], selection, config, paths["models"], seed=seed, device=device)
-    sets = {"tardiff": fitted[task].sets[pipeline.selected_method(selection, task)], **fitted[task].sets}
+    sets = pipeline.reported(fitted[task], selection).sets  # the selected candidate also as `tardiff`
     pipeline.plot_task(fitted[task].real, sets, results[task], Path(figures_dir), seed=seed)
 tables = pipeline.write_results(results, paths["tables"])
 pipeline.plot_all(tables, Path(figures_dir))

@@ -14,8 +14,8 @@ def main(argv: list[str] | None = None) -> int:
         "extract", help="PhysioNet 2012 archives -> OUT/set-X.npz model-ready stays"))
     generate = commands.add_parser("generate", help="fit on your own (X, y) .npz and write synthetic stays")
     generate.add_argument("--dataset", required=True, help="an .npz with X (N, T, F) and y (N,) 0/1, or a stays .npz")
-    generate.add_argument("--method", default="tardiff", help="a registered method (tardiff.methods.REGISTRY), e.g. "
-                                                              "tardiff, cfg, timegan; default tardiff")
+    generate.add_argument("--method", default="tardiff_dot", help="a registered method (tardiff.methods.REGISTRY), "
+                                                                  "e.g. tardiff_dot, cfg, timegan; default tardiff_dot")
     generate.add_argument("--n", type=int, default=None, help="stays to generate (label proportions as in the data; "
                                                               "default: the training set's counts)")
     generate.add_argument("--out", required=True, help="output .npz (X, y) + a .json manifest beside it")
@@ -58,8 +58,8 @@ def generate_main(args) -> int:
         models = Path(args.models) if args.models else out.with_name(out.stem + "_models")
         from tardiff import methods
 
-        wanted = methods.DEFAULT_METHOD if args.method == methods.SELECTED else args.method
-        methods.get_method(wanted)  # a clear error for an unknown method, before any work
+        wanted = args.method
+        methods.get_method(wanted)  # a clear error for an unknown method (or `tardiff`), before any work
         model = TarDiff.load(models, device=args.device) if (models / "tardiff_state.json").exists() else None
         if model is not None and methods.needs([wanted]) <= model.fitted():
             print(f"reusing the fitted models in {models}")

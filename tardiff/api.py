@@ -2,7 +2,7 @@
 
     from tardiff.api import TarDiff
     model = TarDiff(profile="default").fit(X, y)          # X (N, T, F) finite, y (N,) 0/1
-    X_syn, y_syn = model.sample("tardiff", n=1000)       # in X's units, y_syn the labels generated
+    X_syn, y_syn = model.sample("tardiff_dot", n=1000)   # in X's units, y_syn the labels generated
     model.save("my_tardiff"); model = TarDiff.load("my_tardiff")
 
 `fit` trains what the chosen methods of the registry need (f_theta, the cross-fit influence references,
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,24 +23,11 @@ from tardiff import artifacts, methods as methods_lib, pipeline, stays
 from tardiff.config import get_profile, with_overrides
 from tardiff.generators import GENERATORS
 from tardiff.generators.base import fingerprint
+from tardiff.real_data import RealData
+from tardiff.sampler import Sampler
 from tardiff.utils import to_jsonable, write_manifest
 
 TASK = "label"
-
-
-@dataclass
-class _Cohort:
-    """What `methods.Sampler` reads of the real data (the RealData fields it uses)."""
-
-    task: str
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
-
-    def summary(self) -> dict:
-        return {"task": self.task, "train": len(self.y_train), "val": len(self.y_val),
-                "train_positive_rate": float(self.y_train.mean())}
 
 
 class TarDiff:
@@ -52,7 +38,7 @@ class TarDiff:
         self.profile = with_overrides(get_profile(profile), **self.overrides)
         self.models_dir: Path | None = None
         self.scale: dict | None = None  # per-channel mean and sd of the training stays (model space = z-scores)
-        self._cohort: _Cohort | None = None
+        self._cohort: RealData | None = None  # model space, split for training and early stopping; no test
 
     # ---- fitting
     def fit(self, X, y, models_dir: str | Path | None = None, val_fraction: float = 0.1, methods=None,
@@ -60,22 +46,19 @@ class TarDiff:
         """Train on (X, y) what `methods` need (default: every registered method): stratified `val_fraction` for
         early stopping, the rest for training. Models a folder already holds for the same data, profile and
         seed are kept, so fitting another method later trains only what it adds."""
-        X, y = _check_xy(X, y)
+        X, y = stays.check_xy(X, y)
         if not 0.0 < val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
-        names = [methods_lib.DEFAULT_METHOD if m == methods_lib.SELECTED else m for m in
-                 (methods or methods_lib.methods())]
-        needs = methods_lib.needs(names)
+        needs = methods_lib.needs(methods or methods_lib.methods())
         is_val = stays.stratified_split(y, val_fraction, seed=self.seed)
-        mean = X[~is_val].mean(axis=(0, 1))
-        sd = X[~is_val].std(axis=(0, 1)) + 1e-6
-        self.scale = {"mean": mean, "sd": sd}
-        Z = np.clip((X - mean) / sd, -5, 5).astype(np.float32)
-        self._cohort = _Cohort(TASK, Z[~is_val], y[~is_val], Z[is_val], y[is_val])
-        for split, labels in (("training", self._cohort.y_train), ("validation", self._cohort.y_val)):
+        space = stays.ModelSpace.fit(X[~is_val])  # the training rows' model space, as real_data sets it
+        self.scale = space.state()
+        Z = space.to_model(X)
+        for split, labels in (("training", y[~is_val]), ("validation", y[is_val])):
             if len(np.unique(labels)) < 2:
                 raise ValueError(f"the {split} split has one label only; need both 0 and 1 (more stays or another "
                                  f"val_fraction)")
+        self._cohort = _cohort(Z[~is_val], y[~is_val], Z[is_val], y[is_val])
         self.models_dir = Path(models_dir) if models_dir else Path("tardiff_models")
         self.models_dir.mkdir(parents=True, exist_ok=True)
         key = self._fit_key(X, y, val_fraction)
@@ -114,22 +97,22 @@ class TarDiff:
         return set(state["fitted"]) if state else set()
 
     # ---- sampling
-    def sample(self, method: str = "tardiff", n: int | dict | None = None, physical: bool = True,
+    def sample(self, method: str = methods_lib.DEFAULT_METHOD, n: int | dict | None = None, physical: bool = True,
                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(X_syn, y_syn): `n` stays (an int keeps the training label proportions, a dict {label: count} is
         explicit, None = the training set's counts), in X's units (`physical`) or z-scores."""
         if self._cohort is None:
             raise RuntimeError("call fit(X, y) or TarDiff.load(folder) first")
-        name = methods_lib.DEFAULT_METHOD if method == methods_lib.SELECTED else method
+        name = method
         missing = methods_lib.needs([name]) - self.fitted()
         if missing:
             raise RuntimeError(f"{name} needs {sorted(missing)}, not fitted in {self.models_dir}; fit(X, y, "
                                f"methods=[{name!r}]) first (python -m tardiff generate does it)")
-        sampler = methods_lib.Sampler(self._cohort, self.profile, self.models_dir, seed=self.seed, device=self.device,
-                                      progress=progress, n=n)
+        sampler = Sampler(self._cohort.X_train, self._cohort.y_train, TASK, self.profile, self.models_dir,
+                          seed=self.seed, device=self.device, progress=progress, n=n)
         X, y, _ = sampler.sample(name)
         if physical:
-            X = X * self.scale["sd"] + self.scale["mean"]
+            X = stays.ModelSpace.from_state(self.scale).to_physical(X)
         return X.astype(np.float32), y
 
     # ---- persistence
@@ -140,7 +123,7 @@ class TarDiff:
             raise RuntimeError("nothing to save: call fit first")
         if folder.resolve() != self.models_dir.resolve():
             shutil.copytree(self.models_dir, folder, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("*_ckpt"))
+                            ignore=shutil.ignore_patterns(f"*{artifacts.CHECKPOINTS}"))
         return folder
 
     @classmethod
@@ -152,15 +135,15 @@ class TarDiff:
         state = json.loads(state_file.read_text())
         model = cls(state["profile"], state["overrides"], state["seed"], device)
         with np.load(folder / "tardiff_data.npz", allow_pickle=False) as data:
-            model.scale = {"mean": data["mean"], "sd": data["sd"]}
-            model._cohort = _Cohort(TASK, data["X_train"], data["y_train"], data["X_val"], data["y_val"])
+            model.scale = stays.ModelSpace.from_state(data).state()  # keys mean, sd (and clip, 5 if absent)
+            model._cohort = _cohort(data["X_train"], data["y_train"], data["X_val"], data["y_val"])
         model.models_dir = folder
         return model
 
     def _write_state(self, key: str, fitted: list[str], wall_time_s: float) -> None:
         c = self._cohort
         tmp = self.models_dir / "tardiff_data.tmp.npz"
-        np.savez_compressed(tmp, mean=self.scale["mean"], sd=self.scale["sd"],
+        np.savez_compressed(tmp, **self.scale,
                             X_train=c.X_train, y_train=c.y_train, X_val=c.X_val, y_val=c.y_val)
         tmp.replace(self.models_dir / "tardiff_data.npz")
         # the state file, written last and atomically, marks a complete fit (load() looks for it)
@@ -173,18 +156,8 @@ class TarDiff:
                        fitted=fitted)
 
 
-def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(X, dtype=np.float32)
-    y = np.asarray(y)
-    if X.ndim != 3:
-        raise ValueError(f"X must be (stays, hours, channels), got shape {X.shape}")
-    if y.shape != (len(X),):
-        raise ValueError(f"y must have shape ({len(X)},), got {y.shape}")
-    if not np.isfinite(X).all():
-        raise ValueError(f"X has NaN/inf in {int((~np.isfinite(X)).any(axis=(1, 2)).sum())} stays; impute first")
-    if not set(np.unique(y).tolist()) <= {0, 1}:
-        raise ValueError(f"y must hold 0/1 labels, found {np.unique(y)[:10].tolist()}")
-    return X, y.astype(np.int64)
+def _cohort(X_train, y_train, X_val, y_val) -> RealData:
+    return RealData(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val, task=TASK, name="own cohort")
 
 
 def load_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +175,4 @@ def load_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         return prep.impute(arrays["X_raw"])[keep], arrays["y_mortality"][keep]
     if not {"X", "y"} <= set(data):
         raise ValueError(f"{path}: has arrays {sorted(data)}; expected {expected}")
-    try:
-        return _check_xy(data["X"], data["y"])
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+    return stays.check_xy(data["X"], data["y"], source=str(path))

@@ -30,6 +30,14 @@ def generator(models_dir: Path, name: str, task: str) -> Path:
     return Path(models_dir) / f"{name}_{task}"
 
 
+CHECKPOINTS = "_ckpt"  # suffix of a diffusion model's resumable checkpoint folder (not part of a saved fit)
+
+
+def checkpoints(model_path: Path, profile_name: str) -> Path:
+    """Where a diffusion model's training checkpoints go (per profile: another profile's never resume it)."""
+    return Path(model_path).parent / f"{Path(model_path).stem}_{profile_name}{CHECKPOINTS}"
+
+
 # what notebook 02 and 03 write, as globs under outputs/ (tardiff.reproduce checks their checksums)
 CLASSIFIER_GLOBS = ("models/classifier_*.pt", "models/influence_*.pt")
 GENERATIVE_GLOBS = ("models/ddpm.pt", "models/cfg_*.pt", "models/*_*/generator.pt")

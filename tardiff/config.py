@@ -66,6 +66,19 @@ class FieldMetricsConfig:
 
 
 @dataclass
+class SamplingConfig:
+    """How the diffusion backbones are sampled (notebook 04, the API): DDIM, classifier-free guidance, and the
+    two constants TarDiff's hooks use."""
+
+    ddim_steps: int = 20
+    ddim_eta: float = 0.0
+    batch_size: int = 256
+    cfg_scale: float = 1.0                  # w of the class-conditional backbone (eps = (1 + w) eps_y - w eps_null)
+    clip_x0: float | None = 5.0             # pred_x0 clipped to ±clip_x0: z-scores never leave ±5 (stays.Preprocessor)
+    guidance_norm_stays: int = 512          # real stays the normalised hook's RMS is measured on
+
+
+@dataclass
 class Profile:
     name: str
     tasks: tuple = TASKS
@@ -74,15 +87,14 @@ class Profile:
     # f_theta: the classifier whose gradients guide sampling.
     guide_classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     guide_train: TrainConfig = field(default_factory=TrainConfig)
-    # The downstream classifier trained again and again for TSTR / TSRTR.
+    # The downstream classifier trained again and again for TSTR / TSRTR (and, with its hidden size and
+    # dropout, the 1D CNN downstream); its epoch is selected on validation loss (tardiff.evaluate's docstring).
     eval_classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    eval_train: TrainConfig = field(default_factory=TrainConfig)
+    eval_train: TrainConfig = field(default_factory=lambda: TrainConfig(monitor="loss"))
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     diffusion_train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
-    ddim_steps: int = 20
-    ddim_eta: float = 0.0
-    sample_batch_size: int = 256
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # TarDiff's step is normalised (tardiff.guidance.normalized): the scale is the RMS shift of pred_x0 per
     # DDIM step in model-space sd, whatever f_theta, score or reference. Fixed a priori: 0.05 sd per value
     # per step is small beside the data (sd 1) and as large as the previous unnormalised scale 5 at its
@@ -91,8 +103,7 @@ class Profile:
     strong_guidance_scale: float = 0.2
     legacy_guidance_scale: float = 5.0      # tardiff_uncond: the previous version's unnormalised scale
     classifier_guidance_scale: float = 5.0
-    cfg_scale: float = 1.0
-    # influence references (tardiff.methods.build_references)
+    # influence references (tardiff.references.build_references)
     influence_folds: int = 3                # cross-fit folds of the training split
     hinv_damping: float = 0.01              # λ of (H + λI)⁻¹G
     hinv_max_iter: int = 30                 # conjugate-gradient iterations at most
@@ -101,7 +112,12 @@ class Profile:
     alphas: tuple = ALPHAS
     bootstrap: int = 1000
     fidelity_seeds: int = 3                 # discriminators per synthetic set (the score's sd is reported)
+    # the post-hoc GRUs of the discriminative and predictive scores (tardiff.fidelity.FidelityConfig)
     fidelity_epochs: int = 15
+    fidelity_hidden: int = 32
+    fidelity_batch_size: int = 128
+    fidelity_lr: float = 1e-3
+    fidelity_max_lag: int = 5               # autocorrelation distance: lags 1..max_lag
     field_metrics: FieldMetricsConfig = field(default_factory=FieldMetricsConfig)
     generators: GeneratorSettings = field(default_factory=GeneratorSettings)
 
@@ -121,7 +137,7 @@ def _smoke() -> Profile:
         unet=UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=()),
         diffusion_train=DiffusionTrainConfig(steps=30, batch_size=32, warmup=5, checkpoint_every=15,
                                              log_every=5),
-        ddim_steps=5, sample_batch_size=128, n_seeds=2, alphas=(1.0,), bootstrap=50,
+        sampling=SamplingConfig(ddim_steps=5, batch_size=128), n_seeds=2, alphas=(1.0,), bootstrap=50,
         influence_folds=2, hinv_max_iter=5, tracin_checkpoints=2, fidelity_seeds=2, fidelity_epochs=2,
         field_metrics=FieldMetricsConfig(repeats=2, discriminative_iterations=20, predictive_iterations=20,
                                          ts2vec_iterations=5),
@@ -140,7 +156,7 @@ def _default() -> Profile:
         eval_classifier=downstream, eval_train=TrainConfig(max_epochs=20, patience=4, monitor="loss"),
         unet=UNetConfig(),
         diffusion_train=DiffusionTrainConfig(steps=3000, batch_size=128),
-        sample_batch_size=1200,
+        sampling=SamplingConfig(batch_size=1200),
         generators=GeneratorSettings.reduced(DEFAULT_GENERATOR_REDUCTIONS),
     )
 
@@ -150,7 +166,7 @@ def _paper() -> Profile:
     return Profile(
         name="paper",
         guide_classifier=ClassifierConfig(hidden=256), guide_train=TrainConfig(),
-        eval_classifier=ClassifierConfig(hidden=256), eval_train=TrainConfig(),
+        eval_classifier=ClassifierConfig(hidden=256), eval_train=TrainConfig(monitor="loss"),
         unet=UNetConfig.paper(),
         diffusion_train=DiffusionTrainConfig(steps=20_000, batch_size=128, lr=1e-4),
         n_seeds=5, field_metrics=FieldMetricsConfig(repeats=5),

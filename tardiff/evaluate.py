@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from tardiff import classifier, grouped
 from tardiff.classifier import ClassifierConfig, TrainConfig, predict_proba
-from tardiff.config import ALPHAS
+from tardiff.config import ALPHAS, get_profile
 from tardiff.guidance import pair_scores
 from tardiff.metrics import auprc, auroc, bootstrap_ci
 from tardiff.utils import get_device, largest_remainder
@@ -45,33 +46,11 @@ def _check_synthetic(method: str, X: np.ndarray, y: np.ndarray, shape_tf: tuple)
     if len(X) != len(y):
         raise ValueError(f"synthetic set {method!r}: {len(X)} stays but {len(y)} labels")
     if not set(np.unique(y).tolist()) <= {0, 1}:
-        raise ValueError(f"synthetic set {method!r}: labels must be 0/1 (use pseudo_label for an "
-                         f"unconditional set), found {sorted(set(np.unique(y).tolist()))}")
+        raise ValueError(f"synthetic set {method!r}: labels must be 0/1 (an unconditional set gets them from "
+                         f"tardiff.sampler.pseudo_label), found {sorted(set(np.unique(y).tolist()))}")
     if not np.isfinite(X).all():
         raise ValueError(f"synthetic set {method!r} contains NaN/inf values")
     return X, y.astype(np.int64)
-
-
-def pseudo_label(proba: np.ndarray, counts) -> np.ndarray:
-    """0/1 labels for an unconditional sample set: the top-k probabilities get label 1.
-
-    An unconditional, unguided model (`ddpm`) has no label to give its samples, so the
-    downstream classifier trained on real data scores them and the k most likely are
-    called positive, k chosen so the label proportions match the real training set
-    (`counts` = (n_negative, n_positive) there, or a {0: n0, 1: n1} dict). Rank-matching
-    keeps prevalence exact, where thresholding at 0.5 would label almost nobody positive.
-    """
-    proba = np.asarray(proba, dtype=np.float64).ravel()
-    if isinstance(counts, dict):
-        n0, n1 = int(counts.get(0, 0)), int(counts.get(1, 0))
-    else:
-        n0, n1 = (int(c) for c in counts)
-    if n0 < 0 or n1 < 0 or n0 + n1 == 0:
-        raise ValueError(f"counts must be two non-negative label counts, got {(n0, n1)}")
-    k = int(round(len(proba) * n1 / (n0 + n1)))
-    labels = np.zeros(len(proba), dtype=np.int64)
-    labels[np.argsort(-proba, kind="stable")[:k]] = 1
-    return labels
 
 
 def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -89,29 +68,29 @@ def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- downstream protocol
 
-def _default_train_config():
-    # Validation loss, not the AUPRC of ~55 positives: see the module docstring.
-    return TrainConfig(lr=1e-3, batch_size=256, max_epochs=40, patience=5, monitor="loss")
-
-
-def _default_classifier_config():
-    return ClassifierConfig()
+def _default_profile(setting: str):
+    """A bare EvalConfig's `setting`: the `default` profile's, so the protocol has one source (tardiff.config)."""
+    return field(default_factory=lambda: getattr(get_profile("default"), setting))
 
 
 @dataclass
 class EvalConfig:
-    """How the downstream classifier is trained and scored for TSTR / TSRTR."""
+    """How the downstream classifier is trained and scored for TSTR / TSRTR: a profile's settings
+    (`from_profile`); built bare, the `default` profile's."""
 
-    classifier: Any = field(default_factory=_default_classifier_config)  # ClassifierConfig
-    train: Any = field(default_factory=_default_train_config)            # TrainConfig (monitor="loss")
-    n_seeds: int = 3
+    classifier: ClassifierConfig = _default_profile("eval_classifier")
+    train: TrainConfig = _default_profile("eval_train")  # monitor="loss" in every profile: see the module docstring
+    n_seeds: int = _default_profile("n_seeds")
     seed: int = 0
-    n_boot: int = 1000
+    n_boot: int = _default_profile("bootstrap")
     ci_level: float = 0.95
     device: str | None = None
     progress: bool = False
     grouped: bool = True             # train the seeds (and sets of one size) as one batched group: same models
     max_group: int | None = None     # members per group; None: grouped.default_group_size(device)
+    # stand-ins for tardiff.classifier's train_classifier / predict_proba (the tests' fake downstream model)
+    train_fn: Callable | None = None
+    predict_fn: Callable | None = None
 
     def __post_init__(self):
         if self.n_seeds < 1:
@@ -129,55 +108,56 @@ class EvalConfig:
                            n_seeds=profile.n_seeds, n_boot=profile.bootstrap), **overrides)
 
 
-def _resolve(train_fn, predict_fn):
-    if train_fn is None or predict_fn is None:
-        train_fn = train_fn or classifier.train_classifier
-        predict_fn = predict_fn or classifier.predict_proba
-    return train_fn, predict_fn
-
-
-def _downstream(makers: list, real, config: EvalConfig, train_fn, predict_fn) -> list[dict]:
+def _downstream(makers: list, real, config: EvalConfig) -> list[dict]:
     """Per `make_train_set(seed)` in `makers`: train on it for each seed (all makers' models as one grouped
     fit), select on real validation, score on real test."""
     seeds = config.seeds
     train_sets = [make(seed) for make in makers for seed in seeds]
-    models = fit_many(train_sets, real, config, seeds * len(makers), train_fn)
+    models = fit_many(train_sets, real, config, seeds * len(makers))
     rows = []
     for k in range(len(makers)):
         chunk = slice(k * len(seeds), (k + 1) * len(seeds))
-        probas = predict_seeds(models[chunk], real.X_test, config, predict_fn)
+        probas = predict_seeds(models[chunk], real.X_test, config)
         rows.append({**utility(real.y_test, probas, config), "n_train": int(np.mean([len(y) for _, y in train_sets[chunk]])),
                      "n_test": len(real.y_test), "n_excluded": real.n_excluded})
     return rows
 
 
-def fit_many(train_sets: list, real, config: EvalConfig, seeds: list, train_fn=None) -> list:
+def fit_many(train_sets: list, real, config: EvalConfig, seeds: list) -> list:
     """One downstream model per (X_train, y_train) in `train_sets`, seed `seeds[i]`, selected on real validation.
 
     With `config.grouped` (and the default trainer on a 1-layer GRU) they train as batched groups
     (`tardiff.grouped`), which equals training them one by one up to float rounding, in less time.
     """
     device = get_device(config.device)
-    if train_fn is None and config.grouped and grouped.supports(config.classifier):
+    if config.train_fn is None and config.grouped and grouped.supports(config.classifier):
         max_group = config.max_group or grouped.default_group_size(device)
         return [model for model, _ in grouped.train_group(train_sets, real.X_val, real.y_val, config.classifier,
                                                           config.train, seeds, device=device,
                                                           progress=config.progress, max_members=max_group)]
-    train_fn, _ = _resolve(train_fn, None)
+    train_fn = config.train_fn or classifier.train_classifier
+    jobs = tqdm(list(zip(train_sets, seeds)), desc="downstream models", disable=not config.progress)
     return [train_fn(X, y, real.X_val, real.y_val, config=config.classifier, train=config.train, seed=seed,
-                     device=device, progress=False)[0] for (X, y), seed in zip(train_sets, seeds)]
+                     device=device, progress=False)[0] for (X, y), seed in jobs]
 
 
-def fit_downstream(X_train, y_train, real, config: EvalConfig, train_fn=None) -> list:
+def fit_sets(sets: dict, real, config: EvalConfig) -> dict[str, list]:
+    """{name: [model per seed]}: the n_seeds downstream models on each (X_train, y_train) of `sets`, all in one
+    `fit_many` (set by set, seed by seed), selected on real validation."""
+    seeds = config.seeds
+    models = fit_many([xy for xy in sets.values() for _ in seeds], real, config, seeds * len(sets))
+    return {name: models[k * len(seeds):(k + 1) * len(seeds)] for k, name in enumerate(sets)}
+
+
+def fit_downstream(X_train, y_train, real, config: EvalConfig) -> list:
     """The n_seeds downstream models trained on one set (selected on real validation), kept for scoring
     any split later: validation first (selection), test only once the selection is written."""
-    seeds = config.seeds
-    return fit_many([(X_train, y_train)] * len(seeds), real, config, seeds, train_fn)
+    return fit_sets({"set": (X_train, y_train)}, real, config)["set"]
 
 
-def predict_seeds(models: list, X, config: EvalConfig, predict_fn=None) -> np.ndarray:
+def predict_seeds(models: list, X, config: EvalConfig) -> np.ndarray:
     """(n_seeds, N) P(y=1) of each seed's model."""
-    _, predict_fn = _resolve(None, predict_fn)
+    predict_fn = config.predict_fn or classifier.predict_proba
     device = get_device(config.device)
     return np.stack([np.asarray(predict_fn(m, X, device=device), dtype=np.float64) for m in models])
 
@@ -196,27 +176,37 @@ def utility(y, probas: np.ndarray, config: EvalConfig) -> dict:
             "auprc_ci_low": ci["auprc"][0], "auprc_ci_high": ci["auprc"][1]}
 
 
-def tstr(synthetic: SyntheticSets, real, task: str, config: EvalConfig | None = None,
-         include_real: bool = True, train_fn=None, predict_fn=None) -> pd.DataFrame:
-    """Train on synthetic only, select on real validation, test on real test; plus a `real` (TRTR) row.
+def tstr_scores(models: dict, real, task: str, config: EvalConfig) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """TSTR of downstream models already fitted per set ({name: [model per seed]}, selected on real validation):
+    one row per name in order (task, method, `utility` on real test) and each name's (n_seeds, N_test) test
+    probabilities, for paired differences. Names holding the same list of models share one prediction."""
+    predicted, probas = {}, {}
+    for name, seed_models in models.items():
+        if id(seed_models) not in predicted:  # an alias (the selected candidate) is the same models
+            predicted[id(seed_models)] = predict_seeds(seed_models, real.X_test, config)
+        probas[name] = predicted[id(seed_models)]
+    rows = [{"task": task, "method": str(name), **utility(real.y_test, p, config)} for name, p in probas.items()]
+    return pd.DataFrame(rows), probas
 
-    `train_fn`/`predict_fn` default to `tardiff.classifier.train_classifier`/`predict_proba`.
-    """
+
+def tstr(synthetic: SyntheticSets, real, task: str, config: EvalConfig | None = None,
+         include_real: bool = True) -> pd.DataFrame:
+    """Train on synthetic only, select on real validation, test on real test; plus a `real` (TRTR) row."""
     config = config or EvalConfig()
-    labels, makers = [], []
-    if include_real:
-        labels.append({"task": task, "method": "real", "n_synthetic": 0})
-        makers.append(lambda s: (real.X_train, real.y_train))
+    if "real" in synthetic:
+        raise ValueError("a synthetic set may not be called 'real': that name is the real training set's row")
+    sets = {"real": (real.X_train, real.y_train)} if include_real else {}
     for method, (X_syn, y_syn) in synthetic.items():
-        X_syn, y_syn = _check_synthetic(method, X_syn, y_syn, real.X_train.shape[1:])
-        labels.append({"task": task, "method": str(method), "n_synthetic": len(y_syn)})
-        makers.append(lambda s, X_syn=X_syn, y_syn=y_syn: (X_syn, y_syn))
-    rows = _downstream(makers, real, config, train_fn, predict_fn)
-    return _ordered(pd.DataFrame([{**label, **row} for label, row in zip(labels, rows)]), TSTR_COLUMNS)
+        sets[str(method)] = _check_synthetic(method, X_syn, y_syn, real.X_train.shape[1:])
+    rows, _ = tstr_scores(fit_sets(sets, real, config), real, task, config)
+    n_train = [len(sets[name][1]) for name in rows["method"]]
+    rows = rows.assign(n_synthetic=[0 if name == "real" else n for name, n in zip(rows["method"], n_train)],
+                       n_train=n_train, n_test=len(real.y_test), n_excluded=real.n_excluded)
+    return _ordered(rows, TSTR_COLUMNS)
 
 
 def tsrtr(synthetic: SyntheticSets, real, task: str, alphas=ALPHAS, config: EvalConfig | None = None,
-          include_real: bool = True, train_fn=None, predict_fn=None) -> pd.DataFrame:
+          include_real: bool = True) -> pd.DataFrame:
     """Real train + alpha x synthetic (a seeded, label-stratified subsample of round(alpha * n_real)).
 
     Each seed draws its own subsample, so the sd includes which synthetic stays were picked.
@@ -241,7 +231,7 @@ def tsrtr(synthetic: SyntheticSets, real, task: str, alphas=ALPHAS, config: Eval
                 stratified_subsample(y_syn, n_syn, 0)
             labels.append({"task": task, "method": str(method), "alpha": float(alpha), "n_synthetic": n_syn})
             makers.append(make)
-    rows = _downstream(makers, real, config, train_fn, predict_fn)
+    rows = _downstream(makers, real, config)
     return _ordered(pd.DataFrame([{**label, **row} for label, row in zip(labels, rows)]), TSRTR_COLUMNS)
 
 

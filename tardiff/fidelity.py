@@ -5,7 +5,7 @@ Everything takes arrays in model space: X (N, T, F) float32. A "method" is a nam
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,7 @@ from scipy.stats import wasserstein_distance
 from torch import nn
 
 from tardiff import grouped
+from tardiff.config import get_profile
 from tardiff.metrics import auroc
 from tardiff.stays import CHANNELS
 from tardiff.utils import get_device
@@ -23,17 +24,30 @@ SyntheticSets = dict  # {method: (X_syn (N, T, F), y_syn (N,))}
 
 # --------------------------------------------------------------------------- fidelity
 
+def _default_profile(setting: str):
+    """A bare FidelityConfig's `setting`: the `default` profile's, so the sizes have one source (tardiff.config)."""
+    return field(default_factory=lambda: getattr(get_profile("default"), setting))
+
+
 @dataclass
 class FidelityConfig:
-    """Post-hoc networks for the discriminative and predictive scores (TimeGAN-style, small on purpose)."""
+    """Post-hoc networks for the discriminative and predictive scores (TimeGAN-style, small on purpose): a
+    profile's `fidelity_*` settings (`from_profile`); built bare, the `default` profile's."""
 
-    hidden: int = 32
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    max_lag: int = 5
+    hidden: int = _default_profile("fidelity_hidden")
+    epochs: int = _default_profile("fidelity_epochs")
+    batch_size: int = _default_profile("fidelity_batch_size")
+    lr: float = _default_profile("fidelity_lr")
+    max_lag: int = _default_profile("fidelity_max_lag")  # autocorrelation lags compared
     seed: int = 0
     device: str | None = None
+
+    @classmethod
+    def from_profile(cls, profile, **overrides) -> "FidelityConfig":
+        """From a `tardiff.config.Profile` (fidelity_hidden, _epochs, _batch_size, _lr, _max_lag)."""
+        return replace(cls(hidden=profile.fidelity_hidden, epochs=profile.fidelity_epochs,
+                           batch_size=profile.fidelity_batch_size, lr=profile.fidelity_lr,
+                           max_lag=profile.fidelity_max_lag), **overrides)
 
 
 class _PostHocGRU(nn.Module):

@@ -11,9 +11,8 @@ fires is dropped from the stack; the others go on. `train_classifier` (`tardiff.
 reference: `tests/test_grouped.py` checks that both give the same predictions (on a CPU; on a GPU the
 dropout masks come from each member's CPU stream, where train_classifier draws them on the GPU).
 
-Measured (benchmarks/bench_evaluate.py, 2 CPU cores): 2.0-2.5x faster than one at a time, with the state of
-the machine. The CPU is bound by memory traffic here, so groups stay small (4 members); on a GPU they can be
-large.
+How much faster than one at a time is measured by benchmarks/bench_evaluate.py (outputs/benchmarks/, README).
+The CPU is bound by memory traffic here, so groups stay small (4 members); on a GPU they can be large.
 """
 from __future__ import annotations
 

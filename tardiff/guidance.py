@@ -2,9 +2,11 @@
 
 A hook is `hook(x_t, t, pred_x0, y) -> Tensor like pred_x0`; the sampler adds
 `guidance_scale * hook(...)` to pred_x0. Influence guidance steers each sample towards
-a positive influence on the downstream classifier: score_i = cos(∇θ ℓ(f(x̂0_i), y_i), G),
-guidance_i = ∇_{x̂0_i} score_i, with G the (unit) gradient of the loss summed over the
-real training set.
+a positive influence on the downstream classifier: score_i = Σ_m s(∇θ ℓ(f_m(x̂0_i), y_i), G_m)
+over (classifier, reference gradient) pairs, s the dot product or the cosine, and
+guidance_i = ∇_{x̂0_i} score_i (`pair_influence_guidance`). Which G a method uses (held-out
+folds, the training set, H⁻¹G, TracIn checkpoints, a random control) is its registry row
+(`tardiff.methods`); the released code's batch-coupled update is `original_guidance`.
 
 Per sample and exact, without a loop over samples and without materialising B
 per-sample gradients of 1.6 M parameters: a functional GRU with a hand-written
@@ -405,30 +407,17 @@ def _check_score(score: str) -> None:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
 
 
-def influence_guidance(classifier: nn.Module, train_gradient: Gradient, normalize: str = "sample") -> Hook:
-    """Hook returning ∇_{pred_x0_i} cos(g_i, G) for every sample (normalize='sample': exact, per sample).
-
-    normalize='batch' is the original's coupled way: the mean-loss gradient of the whole batch,
-    normalised once, dotted with G, differentiated w.r.t. the batch; a sample's guidance then
-    depends on the others and is ~1/B as large, so it needs a ~B times larger guidance_scale.
-    """
-    if normalize not in ("sample", "batch"):
-        raise ValueError(f"normalize must be 'sample' (exact, per sample) or 'batch' (the original's coupled "
-                         f"way), got {normalize!r}")
-    if normalize == "sample":
-        _check_gru(classifier)
+def original_guidance(classifier: nn.Module, train_gradient: Gradient) -> Hook:
+    """The released code's coupled score: the mean-loss gradient of the whole batch, normalised once, dotted
+    with G and differentiated w.r.t. the batch; a sample's guidance then depends on the others and is ~1/B
+    as large. The exact per-sample cosine is `pair_influence_guidance([(classifier, G)], "cos")`."""
 
     def hook(x_t, t, pred_x0, y):
         was_training = classifier.training
-        classifier.eval()  # the functional path has no dropout; the module path must not either
+        classifier.eval()  # the original's module path must not run dropout
         try:
             with torch.enable_grad():
-                target = _targets(y, pred_x0)
-                if normalize == "batch":
-                    return _batch_guidance(classifier, train_gradient, pred_x0, target).detach()
-                x = pred_x0.detach().requires_grad_(True)
-                score = _sample_scores([(classifier, train_gradient)], x, target)
-                return torch.autograd.grad(score.sum(), x)[0].detach()
+                return _batch_guidance(classifier, train_gradient, pred_x0, _targets(y, pred_x0)).detach()
         finally:
             classifier.train(was_training)
 

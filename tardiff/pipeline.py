@@ -19,14 +19,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tardiff import artifacts, evaluate, fidelity, field_metrics, guidance, methods, metrics, paper, plots, stays
+from tardiff import (artifacts, evaluate, fidelity, field_metrics, guidance, methods, metrics, paper, references,
+                     stays)
 from tardiff.generators import GENERATORS
 from tardiff.classifier import (ClassifierConfig, load_classifier, predict_proba, save_classifier,
                                 train_classifier)
 from tardiff.config import Profile
-from tardiff.diffusion import GaussianDiffusion, ddim_sample, load_diffusion, save_diffusion, train_diffusion
+from tardiff.diffusion import save_diffusion, train_diffusion
 from tardiff.metrics import auroc, binary_metrics
 from tardiff.real_data import RealData
+from tardiff.sampler import Sampler
 from tardiff.utils import get_device, json_digest, seed_everything, write_manifest
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def train_diffusion_model(X: np.ndarray, y: np.ndarray | None, profile: Profile,
     """Unconditional DDPM (y=None) or class-conditional for classifier-free guidance; resumes from checkpoints."""
     unet = profile.unet if y is None else replace(profile.unet, num_classes=2)
     start = time.perf_counter()
-    checkpoint_dir = path.parent / f"{path.stem}_{profile.name}_ckpt"
+    checkpoint_dir = artifacts.checkpoints(path, profile.name)
     model, history = train_diffusion(X, y, unet=unet, diffusion=profile.diffusion, train=profile.diffusion_train,
                                      seed=seed, device=device, checkpoint_dir=checkpoint_dir, progress=progress)
     save_diffusion(model, path, unet=unet, history=history)
@@ -112,10 +114,9 @@ def train_generative_models(jobs: dict[Path, tuple], profile: Profile, seed: int
     "diffusion" (a DDPM, class-conditional when y is given) or a baseline generator's name (a folder).
 
     On a CPU (and with `parallel`) each trains in its own one-thread process, at most cores + 1 at once, in
-    the order given (put the longest first): a small model's step gains little from a second thread (a
-    diffusion step at batch 128 only ~1.25x), so three one-thread processes on 2 cores finish ~1.4x sooner
-    than one model after another (benchmarks/bench_training.py), and the weights no longer depend on how
-    many cores the machine has (a single model trains here, at one thread too). On a GPU, or with
+    the order given (put the longest first): a small model's step gains little from a second thread, so
+    one-thread processes side by side finish sooner than one model after another (benchmarks/bench_training.py
+    measures by how much), and the weights no longer depend on how many cores the machine has (a single model trains here, at one thread too). On a GPU, or with
     parallel=False, they train one after another in this process with its threads. Each resumes from its
     own checkpoints either way.
     """
@@ -174,22 +175,23 @@ def _train_one_thread(kind, X, y, profile: Profile, path: Path, seed: int, progr
 
 def build_references(real: RealData, profile: Profile, models_dir: Path, seed: int = 0, device=None,
                      progress: bool = True) -> dict:
-    """Cross-fit influence references of one task -> outputs/models/influence_<task>.pt (see tardiff.methods)."""
-    return methods.build_references(real, profile, artifacts.influence(models_dir, real.task), seed=seed,
-                                    device=device, progress=progress)
+    """Cross-fit influence references of one task -> outputs/models/influence_<task>.pt (tardiff.references)."""
+    return references.build_references(real, profile, artifacts.influence(models_dir, real.task), seed=seed,
+                                       device=device, progress=progress)
 
 
 def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: Path, seed: int = 0,
                    device=None, progress: bool = True, names=None) -> dict[str, Path]:
     """Every registered method's synthetic set of one task (the real training set's count per label)."""
-    sampler = methods.Sampler(real, profile, models_dir, seed=seed, device=device, progress=progress)
+    sampler = Sampler(real.X_train, real.y_train, real.task, profile, models_dir, seed=seed, device=device,
+                      progress=progress)
     written = {}
     for name in names or methods.methods():
         start = time.perf_counter()
         X, y, info = sampler.sample(name)
         written[name] = save_synthetic(out_dir / f"{name}.npz", X, y, config=info, seed=seed,
                                        wall_time_s=time.perf_counter() - start, method=name, task=real.task,
-                                       ddim_steps=profile.ddim_steps)
+                                       ddim_steps=profile.sampling.ddim_steps)
         log.info("%s/%s: %d stays in %.0f s", real.task, name, len(y), time.perf_counter() - start)
     (out_dir / "index.json").write_text(json.dumps({k: str(v) for k, v in written.items()}, indent=2))
     return written
@@ -198,11 +200,10 @@ def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: 
 def backbone_preview(real: RealData, profile: Profile, models_dir: Path, n_per_label: int = 8, seed: int = 0,
                      device=None) -> tuple[np.ndarray, np.ndarray]:
     """A few unguided draws of the class-conditional model per label (notebook 03's look at generated stays)."""
-    model = load_diffusion(artifacts.diffusion(models_dir, "cond", real.task), device=get_device(device))
     y = np.repeat([0, 1], n_per_label)
-    X = ddim_sample(model, GaussianDiffusion(profile.diffusion), y, steps=profile.ddim_steps, eta=profile.ddim_eta,
-                    cfg_scale=profile.cfg_scale, seed=seed, device=get_device(device), progress=False).numpy()
-    return X, y
+    sampler = Sampler(real.X_train, real.y_train, real.task, profile, models_dir, seed=seed, device=device,
+                      progress=False)
+    return sampler.draw("cond", y, seed), y
 
 
 def guidance_sanity(real: RealData, profile: Profile, models_dir: Path, method: str = "tardiff_dot", n: int = 256,
@@ -210,8 +211,9 @@ def guidance_sanity(real: RealData, profile: Profile, models_dir: Path, method: 
     """What guidance does to one batch: the same noise and labels drawn by the backbone (`cfg`) and by
     `method`; per draw f_theta's AUROC against the labels, the mean influence on the guidance folds, and the
     RMS shift from the backbone's stays (model-space sd)."""
-    sampler = methods.Sampler(real, profile, models_dir, seed=seed, device=device, progress=False, n=n)
-    pairs = methods.reference_pairs(sampler.references, "guide", sampler.device)
+    sampler = Sampler(real.X_train, real.y_train, real.task, profile, models_dir, seed=seed, device=device,
+                      progress=False, n=n)
+    pairs = references.reference_pairs(sampler.references, "guide", sampler.device)
     X0, y0, _ = sampler.sample("cfg")
     rows = []
     for name in ("cfg", method):
@@ -223,7 +225,6 @@ def guidance_sanity(real: RealData, profile: Profile, models_dir: Path, method: 
 
 
 def load_method_sets(synthetic_dir: Path, names=None) -> dict:
-
     return {name: load_synthetic(synthetic_dir / f"{name}.npz") for name in names or methods.methods()}
 
 
@@ -241,16 +242,9 @@ class Fitted:
 def fit_all(real: RealData, profile: Profile, synthetic_dir: Path, seed: int = 0, device=None,
             progress: bool = True) -> Fitted:
     """Downstream models (n_seeds each) on the real training set and on every synthetic set."""
-
-
     config = evaluate.EvalConfig.from_profile(profile, seed=seed, device=device)
     sets = load_method_sets(synthetic_dir)
-    splits = real
-    names = ["real", *sets]
-    seeds = config.seeds
-    train_sets = [(real.X_train, real.y_train) if name == "real" else sets[name] for name in names for _ in seeds]
-    fitted = evaluate.fit_many(train_sets, splits, replace(config, progress=progress), seeds * len(names))
-    models = {name: fitted[k * len(seeds):(k + 1) * len(seeds)] for k, name in enumerate(names)}
+    models = evaluate.fit_sets({"real": (real.X_train, real.y_train), **sets}, real, replace(config, progress=progress))
     return Fitted(real, sets, config, models)
 
 
@@ -284,57 +278,78 @@ def selected_method(selection: pd.DataFrame, task: str) -> str:
     return str(chosen.iloc[0])
 
 
+def with_selected(by_name, chosen: str):
+    """`by_name` ({method: set, models or probabilities}, or a frame with a `method` column) with the
+    validation-selected candidate `chosen` also under the name it is reported by, `methods.SELECTED`, first:
+    the same object, never a copy or a refit. Every table and figure gets that alias from here."""
+    if isinstance(by_name, pd.DataFrame):
+        return pd.concat([by_name[by_name["method"] == chosen].assign(method=methods.SELECTED), by_name],
+                         ignore_index=True)
+    return {methods.SELECTED: by_name[chosen], **by_name}
+
+
+def reported(fitted: Fitted, selection: pd.DataFrame) -> Fitted:
+    """`fitted`'s sets and models as the tables report them: the selected candidate also as `methods.SELECTED`."""
+    chosen = selected_method(selection, fitted.real.task)
+    return replace(fitted, sets=with_selected(fitted.sets, chosen), models=with_selected(fitted.models, chosen))
+
+
+def tstr_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, seed: int = 0,
+                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """TSTR on the test set (`evaluate.tstr_scores`) with the GRU models the selection was made with (reused)
+    and with a 1D CNN downstream fitted here, and each method's seed-paired differences against its
+    comparisons (`methods.comparisons`) for both: (tstr, paired)."""
+    real, task = fitted.real, fitted.real.task
+    chosen = selected_method(selection, task)
+    shown = reported(fitted, selection)
+    cnn = replace(fitted.config, progress=progress, classifier=ClassifierConfig(
+        rnn="cnn", hidden=profile.eval_classifier.hidden, dropout=profile.eval_classifier.dropout))
+    cnn_models = evaluate.fit_sets({"real": (real.X_train, real.y_train), **fitted.sets}, real, cnn)
+    first = ("ddpm", "cfg", "classifier_guidance", *GENERATORS)
+    order = ["real", *[m for m in first if m in fitted.sets], methods.SELECTED,
+             *[m for m in fitted.sets if m not in first]]
+    tstr, paired = [], []
+    for arch, config, models in (("gru", fitted.config, shown.models),
+                                 ("cnn", cnn, with_selected(cnn_models, chosen))):
+        rows, probas = evaluate.tstr_scores({name: models[name] for name in order}, real, task, config)
+        tstr.append(rows.assign(downstream=arch, role=[_role(name) for name in order],
+                                selected_from=[chosen if name == methods.SELECTED else "" for name in order],
+                                n_synthetic=[0 if name == "real" else len(shown.sets[name][1]) for name in order],
+                                n_test=len(real.y_test)))
+        for name in order:
+            for base in methods.comparisons(name) if name != "real" else ():
+                diff = metrics.paired_difference(real.y_test, probas[name], probas[base], n_boot=profile.bootstrap,
+                                                 seed=seed)
+                paired += [{"task": task, "method": name, "baseline": base, "metric": metric, "diff": d,
+                            "ci_low": lo, "ci_high": hi, "downstream": arch} for metric, (d, lo, hi) in diff.items()]
+    return pd.concat(tstr, ignore_index=True), pd.DataFrame(paired)
+
+
+def _role(name: str) -> str:
+    return "real" if name == "real" else "selected" if name == methods.SELECTED else methods.REGISTRY[name].role
+
+
 def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, models_dir: Path, seed: int = 0,
                 device=None, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Everything read off the test set for one task, once: TSTR (GRU and a 1D CNN downstream), paired
     differences against each method's baseline, TSRTR, fidelity, privacy and guidance diagnostics."""
-
-
-
     real, task = fitted.real, fitted.real.task
-    splits = real
     chosen = selected_method(selection, task)
-    sets = {"tardiff": fitted.sets[chosen], **fitted.sets}
-    models = {"tardiff": fitted.models[chosen], **fitted.models}
-    cnn = replace(fitted.config, classifier=ClassifierConfig(rnn="cnn", hidden=profile.eval_classifier.hidden,
-                                                             dropout=profile.eval_classifier.dropout))
-    probas = {"gru": {}, "cnn": {}}
-    for name in tqdm(["real", *fitted.sets], desc=f"{task}: test scores (GRU, CNN)", disable=not progress):
-        X, y = (real.X_train, real.y_train) if name == "real" else sets[name]
-        probas["gru"][name] = evaluate.predict_seeds(models[name], real.X_test, fitted.config)
-        probas["cnn"][name] = evaluate.predict_seeds(evaluate.fit_downstream(X, y, splits, cnn), real.X_test, cnn)
-    first = ("ddpm", "cfg", "classifier_guidance", *GENERATORS)
-    order = ["real", *[m for m in first if m in sets], "tardiff", *[m for m in fitted.sets if m not in first]]
-    tstr_rows, paired_rows = [], []
-    for arch, by_name in probas.items():
-        by_name["tardiff"] = by_name[chosen]  # the same models: the selected candidate, under its reported name
-        for name in order:
-            p = by_name[name]
-            role = "real" if name == "real" else "selected" if name == "tardiff" else methods.REGISTRY[name].role
-            n_syn = 0 if name == "real" else len(sets[name][1])
-            tstr_rows.append({"task": task, "method": name, **evaluate.utility(real.y_test, p, fitted.config),
-                              "downstream": arch, "role": role, "selected_from": chosen if name == "tardiff" else "",
-                              "n_synthetic": n_syn, "n_test": len(real.y_test)})
-            for base in methods.comparisons(name) if name != "real" else ():
-                diff = metrics.paired_difference(real.y_test, p, by_name[base], n_boot=profile.bootstrap, seed=seed)
-                paired_rows += [{"task": task, "method": name, "baseline": base, "metric": metric, "diff": d,
-                                 "ci_low": lo, "ci_high": hi, "downstream": arch} for metric, (d, lo, hi) in diff.items()]
-    tstr = pd.DataFrame(tstr_rows)
+    sets = reported(fitted, selection).sets
+    tstr, paired = tstr_tables(fitted, selection, profile, seed=seed, progress=progress)
     gru_tstr = tstr[tstr["downstream"] == "gru"]
-    tsrtr_sets = {name: sets[name] for name in ("ddpm", "cfg", "classifier_guidance", "tardiff", *GENERATORS)
+    tsrtr_sets = {name: sets[name] for name in ("ddpm", "cfg", "classifier_guidance", methods.SELECTED, *GENERATORS)
                   if name in sets}
-    tsrtr = evaluate.tsrtr(tsrtr_sets, splits, task, profile.alphas, fitted.config, include_real=False)
+    tsrtr = evaluate.tsrtr(tsrtr_sets, real, task, profile.alphas, fitted.config, include_real=False)
     real_row = gru_tstr[gru_tstr["method"] == "real"][list(tsrtr.columns.intersection(gru_tstr.columns))]
     tsrtr = pd.concat([real_row.assign(alpha=0.0), tsrtr], ignore_index=True)
-    unique = {name: xy for name, xy in fitted.sets.items()}
-    fid_config = fidelity.FidelityConfig(epochs=profile.fidelity_epochs, seed=seed, device=device)
-    fidelity_rows = fidelity.fidelity_table(unique, real.X_train, real.X_test, config=fid_config, channels=real.channels,
-                                       n_seeds=profile.fidelity_seeds)
-    fidelity_rows = _with_selected(fidelity_rows, chosen).assign(task=task)
-    privacy = _with_selected(fidelity.privacy_table(unique, real.X_train, real.X_val, seed=seed, device=device),
-                             chosen).assign(task=task)
+    fid_config = fidelity.FidelityConfig.from_profile(profile, seed=seed, device=device)
+    fidelity_rows = fidelity.fidelity_table(fitted.sets, real.X_train, real.X_test, config=fid_config,
+                                            channels=real.channels, n_seeds=profile.fidelity_seeds)
+    fidelity_rows = with_selected(fidelity_rows, chosen).assign(task=task)
+    privacy = with_selected(fidelity.privacy_table(fitted.sets, real.X_train, real.X_val, seed=seed, device=device),
+                            chosen).assign(task=task)
     diagnostics = guidance_diagnostics(real, sets, models_dir, device=device)
-    paired = pd.DataFrame(paired_rows)
     field = field_fidelity(real, {name: sets[name] for name in (*paper.PAPER_ROWS, *paper.EXTRA_ROWS)
                                   if name in sets}, profile, seed=seed, device=device).assign(task=task)
     return {"tstr": tstr, "tsrtr": tsrtr, "paired": paired, "fidelity": fidelity_rows, "privacy": privacy,
@@ -375,17 +390,12 @@ def field_fidelity(real: RealData, sets: dict, profile: Profile, seed: int = 0, 
     return pd.DataFrame(rows)
 
 
-def _with_selected(frame: pd.DataFrame, chosen: str) -> pd.DataFrame:
-    row = frame[frame["method"] == chosen].assign(method="tardiff")
-    return pd.concat([row, frame], ignore_index=True)
-
-
 def guidance_diagnostics(real: RealData, sets: dict, models_dir: Path, device=None) -> pd.DataFrame:
     """`evaluate.guidance_diagnostics` with f_theta and the held-out guidance folds of this task's models."""
     device = get_device(device)
     classifier = load_classifier(artifacts.classifier(models_dir, real.task), device=device)
-    references = torch.load(artifacts.influence(models_dir, real.task), map_location="cpu", weights_only=False)
-    return evaluate.guidance_diagnostics(real, sets, classifier, methods.reference_pairs(references, "guide", device))
+    saved = references.load_references(models_dir, real.task)
+    return evaluate.guidance_diagnostics(real, sets, classifier, references.reference_pairs(saved, "guide", device))
 
 
 def ablation_table(tstr: pd.DataFrame, paired: pd.DataFrame, diagnostics: pd.DataFrame,
@@ -424,7 +434,7 @@ def write_results(results: dict[str, dict], tables_dir: Path) -> dict[str, pd.Da
     gru = stacked["tstr"][stacked["tstr"]["downstream"] == "gru"]
     table = paper.ours(gru)
     margin_rows = pd.concat([paper.margins(table, of).assign(dataset="PhysioNet 2012 (ours)") for of in
-                             ("tardiff", "cfg")] + [paper.paper_margins()], ignore_index=True)
+                             (methods.SELECTED, "cfg")] + [paper.paper_margins()], ignore_index=True)
     table.to_csv(tables_dir / "paper_table.csv", index=False)
     _write_text(tables_dir / "paper_table.md", paper.markdown(table))
     evaluate.write_tables(margin_rows, tables_dir, "margins")
@@ -447,21 +457,23 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def plot_task(real: RealData, sets: dict, result: dict, figures_dir: Path, seed: int = 0) -> None:
-    """Every per-task figure of the paper companion."""
-    main = {name: sets[name] for name in ("ddpm", "cfg", "classifier_guidance", "tardiff")}
+    """Every per-task figure of the paper companion; `sets` as the tables report them (`reported(...).sets`)."""
+    from tardiff import plots  # here, not at the top: fitting and sampling (tardiff.api) need no plotting stack
+    main = {name: sets[name] for name in ("ddpm", "cfg", "classifier_guidance", methods.SELECTED)}
     figures_dir = Path(figures_dir)
     plots.pca(real.X_train, main, figures_dir / f"pca_{real.task}.png", seed=seed, title=real.task)
     plots.marginals(real.X_train, main, real.channels, figures_dir / f"marginals_{real.task}.png",
                     preprocessor=real.preprocessor, title=real.task)
     plots.tsrtr_curves(result["tsrtr"], figures_dir / f"tsrtr_{real.task}.png", title=real.task)
     plots.ablation(result["ablation"], figures_dir / f"ablation_{real.task}.png", title=real.task)
-    generators = {name: sets[name] for name in (*paper.BASELINES, "cfg", "tardiff") if name in sets}
+    generators = {name: sets[name] for name in (*paper.BASELINES, "cfg", methods.SELECTED) if name in sets}
     plots.embedding_grid(real.X_test, generators, figures_dir / f"embedding_{real.task}.png", seed=seed,
                          title=f"{real.task}: real (set-b) against each generator, t-SNE")
 
 
 def plot_all(tables: dict[str, pd.DataFrame], figures_dir: Path) -> None:
     """The figures over both tasks: TSTR per generator with its confidence interval."""
+    from tardiff import plots
     gru = tables["tstr"][tables["tstr"]["downstream"] == "gru"]
     keep = gru[gru["method"].isin([*paper.PAPER_ROWS, *paper.EXTRA_ROWS])]
     plots.tstr_intervals(keep, Path(figures_dir) / "tstr_by_generator.png",

@@ -32,8 +32,8 @@ class RealData:
     y_train: np.ndarray
     X_val: np.ndarray
     y_val: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
+    X_test: np.ndarray | None = None  # None: a cohort fitted without a test split (tardiff.api)
+    y_test: np.ndarray | None = None
     task: str = USER_TASK
     name: str = ""
     channels: tuple = ()
@@ -42,6 +42,8 @@ class RealData:
 
     def __post_init__(self):
         for split in ("train", "val", "test"):
+            if split == "test" and self.X_test is None and self.y_test is None:
+                continue
             X, y = np.asarray(getattr(self, f"X_{split}"), np.float32), np.asarray(getattr(self, f"y_{split}"))
             if len(X) != len(y):
                 raise ValueError(f"{self.name or 'real data'}: {split} has {len(X)} stays but {len(y)} labels")
@@ -66,7 +68,7 @@ class RealData:
 
     def summary(self) -> dict:
         return {"dataset": self.name, "task": self.task, "train": len(self.y_train),
-                "val": len(self.y_val), "test": len(self.y_test),
+                "val": len(self.y_val), "test": 0 if self.y_test is None else len(self.y_test),
                 "train_positive_rate": float(self.y_train.mean()), "dropped": self.dropped}
 
 
@@ -150,26 +152,16 @@ def _load_single(path: Path):
     if not {"X", "y"} <= keys:
         raise stays.StayFormatError(f"{path}: a user dataset needs arrays `X` (N, T, F) and `y` (N,) "
                                     f"of 0/1 labels; found {sorted(keys)}")
-    X, y = np.asarray(data["X"], dtype=np.float32), np.asarray(data["y"])
-    if X.ndim != 3:
-        raise stays.StayFormatError(f"{path}: X must be (N, T, F), got shape {X.shape}")
-    if y.shape != (len(X),):
-        raise stays.StayFormatError(f"{path}: y must have shape ({len(X)},), got {y.shape}")
-    if not np.isfinite(X).all():
-        raise stays.StayFormatError(f"{path}: X has NaN/inf in {int((~np.isfinite(X)).any(axis=(1, 2)).sum())} "
-                                    f"samples; impute first (the model needs complete input)")
-    if not set(np.unique(y).tolist()) <= {0, 1}:
-        raise stays.StayFormatError(f"{path}: y must hold 0/1 labels, found {np.unique(y)[:10].tolist()}")
-    # Standardise with the training rows, so models see the same scale as PhysioNet's.
+    X, y = stays.check_xy(data["X"], data["y"], source=str(path))
     split = np.full(len(y), "train", dtype="<U5")
     is_test = stays.stratified_split(y, 0.2, seed=0)
     split[is_test] = "test"
     rest = np.flatnonzero(~is_test)
     split[rest[stays.stratified_split(y[rest], 0.125, seed=1)]] = "val"
-    mean = X[split == "train"].mean(axis=(0, 1))
-    sd = X[split == "train"].std(axis=(0, 1)) + 1e-6
+    # the model space of the training rows, as `tardiff generate` (tardiff.api) sets for the same file
+    space = stays.ModelSpace.fit(X[split == "train"])
     channels = tuple(f"f{j}" for j in range(X.shape[2]))
-    return {"X": (X - mean) / sd, "y": y, "split": split}, None, channels
+    return {"X": space.to_model(X), "y": y, "split": split}, None, channels
 
 
 def describe(sources: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -94,18 +94,89 @@ def forward_fill(X_raw: np.ndarray) -> np.ndarray:
     return filled
 
 
+def check_xy(X, y, source: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """A user's (X, y) as (float32 (N, T, F) finite, int64 (N,) of 0/1), or a StayFormatError naming `source`."""
+    where = f"{source}: " if source else ""
+    X, y = np.asarray(X, dtype=np.float32), np.asarray(y)
+    if X.ndim != 3:
+        raise StayFormatError(f"{where}X must be (N, T, F) (stays, hours, channels), got shape {X.shape}")
+    if y.shape != (len(X),):
+        raise StayFormatError(f"{where}y must have shape ({len(X)},), one label per stay, got {y.shape}")
+    if not np.isfinite(X).all():
+        raise StayFormatError(f"{where}X has NaN/inf in {int((~np.isfinite(X)).any(axis=(1, 2)).sum())} stays; "
+                              f"impute first (the models need complete input)")
+    if not set(np.unique(y).tolist()) <= {0, 1}:
+        raise StayFormatError(f"{where}y must hold 0/1 labels, found {np.unique(y)[:10].tolist()}")
+    return X, y.astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpace:
+    """The units every model sees: per-channel z-scores clipped to ±clip, mean and sd of the training rows only.
+
+    The one definition for stays files (after imputation and log1p, `Preprocessor`) and a user's own (X, y)
+    (`tardiff.api`, `tardiff.real_data`); `to_physical` maps model-space samples back.
+    """
+
+    mean: np.ndarray  # (F,) float32, in the units of the fitted values
+    sd: np.ndarray    # (F,) float32, > 0
+    clip: float = 5.0
+
+    @classmethod
+    def fit(cls, X_train: np.ndarray, clip: float = 5.0) -> "ModelSpace":
+        """Mean and sd per channel over the stays and hours of the training rows (..., F); NaN (unobserved) is
+        left out, and an sd below 1e-6 becomes 1 so a constant channel is 0, not a division by ~0."""
+        flat = np.asarray(X_train, dtype=np.float64).reshape(-1, np.shape(X_train)[-1])  # (N*T, F)
+        empty = np.flatnonzero(np.isnan(flat).all(axis=0))
+        if empty.size:
+            raise ValueError(f"channels {empty.tolist()} have no value in the training rows")
+        mean = np.nanmean(flat, axis=0)
+        sd = np.nanstd(flat, axis=0)
+        sd = np.where(sd > 1e-6, sd, 1.0)
+        return cls(mean=mean.astype(np.float32), sd=sd.astype(np.float32), clip=float(clip))
+
+    def to_model(self, X: np.ndarray) -> np.ndarray:
+        """(..., F) values in the fitted units -> float32 z-scores clipped to ±clip."""
+        z = (np.asarray(X, dtype=np.float64) - self.mean) / self.sd
+        return np.clip(z, -self.clip, self.clip).astype(np.float32)
+
+    def to_physical(self, Z: np.ndarray) -> np.ndarray:
+        """Model-space values -> the fitted units; the inverse of `to_model` wherever it did not clip."""
+        return (np.asarray(Z, dtype=np.float64) * self.sd + self.mean).astype(np.float32)
+
+    def state(self, prefix: str = "") -> dict[str, np.ndarray]:
+        return {f"{prefix}mean": self.mean, f"{prefix}sd": self.sd, f"{prefix}clip": np.float32(self.clip)}
+
+    @classmethod
+    def from_state(cls, arrays, prefix: str = "") -> "ModelSpace":
+        """From `state(prefix)` arrays (a dict or an open `.npz`); a state saved without a clip had clip 5."""
+        return cls(mean=np.asarray(arrays[f"{prefix}mean"]), sd=np.asarray(arrays[f"{prefix}sd"]),
+                   clip=float(arrays.get(f"{prefix}clip", 5.0)))
+
+
 @dataclass
 class Preprocessor:
     """Imputation and scaling fitted on the training split only, invertible to physical units.
 
-    Model input X = clip((transform(ffill-then-median(X_raw)) - mean) / sd, ±clip), with
-    transform = log1p for LOG_CHANNELS. `to_physical` maps model-space samples back.
+    Model input X = space.to_model(transform(ffill-then-median(X_raw))), with transform = log1p for
+    LOG_CHANNELS and `space` the ModelSpace of the transformed training values. `to_physical` maps
+    model-space samples back.
     """
 
     median: np.ndarray = field(default=None)  # (F,) physical units
-    mean: np.ndarray = field(default=None)    # (F,) transformed units
-    sd: np.ndarray = field(default=None)      # (F,) transformed units
-    clip: float = 5.0
+    space: ModelSpace = field(default=None)   # mean and sd in transformed units
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.space.mean
+
+    @property
+    def sd(self) -> np.ndarray:
+        return self.space.sd
+
+    @property
+    def clip(self) -> float:
+        return self.space.clip
 
     @classmethod
     def fit(cls, X_raw_train: np.ndarray, clip: float = 5.0) -> "Preprocessor":
@@ -114,32 +185,25 @@ class Preprocessor:
             empty = [CHANNELS[i] for i in np.flatnonzero(np.isnan(flat).all(axis=0))]
             raise StayFormatError(f"channels never observed in the training split: {empty}")
         median = np.nanmedian(flat, axis=0)
-        transformed = _transform(flat)
-        mean = np.nanmean(transformed, axis=0)
-        sd = np.nanstd(transformed, axis=0)
-        sd = np.where(sd > 1e-6, sd, 1.0)
-        return cls(median=median.astype(np.float32), mean=mean.astype(np.float32),
-                   sd=sd.astype(np.float32), clip=float(clip))
+        # fitted on the observed values before imputation (NaN left out), as the files have always been
+        return cls(median=median.astype(np.float32), space=ModelSpace.fit(_transform(flat), clip=clip))
 
     def impute(self, X_raw: np.ndarray) -> np.ndarray:
         filled = forward_fill(X_raw)
         return np.where(np.isnan(filled), self.median, filled).astype(np.float32)
 
     def to_model(self, X_raw: np.ndarray) -> np.ndarray:
-        z = (_transform(self.impute(X_raw)) - self.mean) / self.sd
-        return np.clip(z, -self.clip, self.clip).astype(np.float32)
+        return self.space.to_model(_transform(self.impute(X_raw)))
 
     def to_physical(self, X: np.ndarray) -> np.ndarray:
-        return _inverse_transform(np.asarray(X) * self.sd + self.mean).astype(np.float32)
+        return _inverse_transform(self.space.to_physical(X)).astype(np.float32)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"prep_median": self.median, "prep_mean": self.mean, "prep_sd": self.sd,
-                "prep_clip": np.float32(self.clip)}
+        return {"prep_median": self.median, **self.space.state(prefix="prep_")}
 
     @classmethod
     def from_state(cls, arrays) -> "Preprocessor":
-        return cls(median=np.asarray(arrays["prep_median"]), mean=np.asarray(arrays["prep_mean"]),
-                   sd=np.asarray(arrays["prep_sd"]), clip=float(arrays["prep_clip"]))
+        return cls(median=np.asarray(arrays["prep_median"]), space=ModelSpace.from_state(arrays, prefix="prep_"))
 
 
 _LOG_MASK = np.array([c in LOG_CHANNELS for c in CHANNELS])

@@ -7,7 +7,7 @@ import pytest
 from tardiff.__main__ import main
 from tardiff.api import TarDiff, load_xy
 
-SMOKE = {"diffusion_train.steps": 20, "ddim_steps": 3}
+SMOKE = {"diffusion_train.steps": 20, "sampling.ddim_steps": 3}
 
 
 def cohort(n=160, seed=0):
@@ -21,20 +21,22 @@ def cohort(n=160, seed=0):
 def test_fit_sample_save_load_round_trip(tmp_path):
     X, y = cohort()
     model = TarDiff("smoke", overrides=SMOKE).fit(X, y, models_dir=tmp_path / "m", progress=False)
-    X_syn, y_syn = model.sample("tardiff", n=50, progress=False)
+    X_syn, y_syn = model.sample("tardiff_dot", n=50, progress=False)
     assert X_syn.shape == (50, 24, 3) and len(y_syn) == 50
     assert abs(y_syn.sum() - 50 * y.mean()) <= 1.5  # the training set's label proportions
-    z, _ = model.sample("tardiff", n=50, physical=False, progress=False)  # the same draw, in z-scores
+    z, _ = model.sample("tardiff_dot", n=50, physical=False, progress=False)  # the same draw, in z-scores
     assert np.allclose(X_syn, z * model.scale["sd"] + model.scale["mean"],
                        atol=1e-3)
     assert np.allclose(model.scale["mean"], X.mean(axis=(0, 1)), rtol=0.05)
     again = TarDiff.load(model.save(tmp_path / "saved"))
-    X_again, y_again = again.sample("tardiff", n=50, progress=False)
+    X_again, y_again = again.sample("tardiff_dot", n=50, progress=False)
     assert np.allclose(X_again, X_syn, atol=1e-5) and np.array_equal(y_again, y_syn)
     z, _ = again.sample("cfg", n={0: 4, 1: 6}, physical=False, progress=False)
     assert z.shape == (10, 24, 3)
     with pytest.raises(ValueError, match="registered"):
         again.sample("tardif")
+    with pytest.raises(ValueError, match="selects on validation"):  # `tardiff` is the batch's pick, not a variant
+        again.sample("tardiff")
 
 
 @pytest.mark.slow
@@ -43,13 +45,13 @@ def test_generate_command_on_the_vendored_fixtures(tmp_path, fixture_dir):
 
     stays = data.extract(fixture_dir, tmp_path / "data")["set-a"]
     out = tmp_path / "synth.npz"
-    args = ["generate", "--dataset", str(stays), "--method", "tardiff", "--n", "20", "--out", str(out),
+    args = ["generate", "--dataset", str(stays), "--method", "tardiff_dot", "--n", "20", "--out", str(out),
             "--profile", "smoke", *sum((["--set", f"{k}={v}"] for k, v in SMOKE.items()), [])]
     assert main(args) == 0
     with np.load(out) as synth:
         assert synth["X"].shape == (20, 24, 8) and len(synth["y"]) == 20
     manifest = json.loads(out.with_suffix(".json").read_text())
-    assert manifest["stays"] == 20 and manifest["config"]["method"] == "tardiff"
+    assert manifest["stays"] == 20 and manifest["config"]["method"] == "tardiff_dot"
     assert main(args) == 0  # the second run reuses the fitted models
 
 
@@ -107,3 +109,19 @@ def test_generate_command_with_a_baseline_generator(tmp_path, fixture_dir):
         assert synth["X"].shape == (12, 24, 8) and len(synth["y"]) == 12
     assert (tmp_path / "timegan_models" / "timegan_label" / "manifest.json").exists()
     assert main(args) == 0  # reused
+
+
+def test_the_api_imports_without_the_plotting_stack_or_evaluation_below_the_pipeline():
+    """Fitting and sampling for one's own cohort need neither matplotlib nor seaborn; generation code (the
+    registry, references, sampler) does not import evaluation."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tardiff.api, tardiff.__main__; "
+            "print(sorted(m for m in ('matplotlib', 'seaborn', 'tardiff.plots') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    code = ("import sys, tardiff.sampler, tardiff.references, tardiff.methods; "
+            "print('tardiff.evaluate' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"

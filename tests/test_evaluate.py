@@ -51,8 +51,10 @@ def mean_predict(model, X, device=None):
     return 1 / (1 + np.exp(-X.mean(axis=1) @ model.w))
 
 
-def quick_config(**kw):
-    return ev.EvalConfig(classifier=None, train=None, n_seeds=3, n_boot=100, device="cpu", **kw)
+def quick_config(calls=None, **kw):
+    """The protocol with the stand-in downstream model; `calls` records each fit."""
+    return ev.EvalConfig(classifier=None, train=None, n_seeds=3, n_boot=100, device="cpu",
+                         train_fn=mean_train([] if calls is None else calls), predict_fn=mean_predict, **kw)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -103,15 +105,6 @@ def test_bootstrap_ci_contains_estimate_and_shrinks_with_n():
 
 # --------------------------------------------------------------------------- labels and subsamples
 
-def test_pseudo_label_matches_real_label_counts_and_ranks():
-    rng = np.random.default_rng(3)
-    proba = rng.random(500)
-    labels = ev.pseudo_label(proba, np.array([430, 70]))
-    assert labels.sum() == 70 and len(labels) == 500
-    assert proba[labels == 1].min() > proba[labels == 0].max()
-    assert ev.pseudo_label(proba[:250], {0: 430, 1: 70}).sum() == 35  # same prevalence, other size
-
-
 def test_stratified_subsample_size_and_proportions():
     y = np.r_[np.zeros(700), np.ones(300)].astype(int)
     for n in (1, 199, 500, 1000):
@@ -142,8 +135,7 @@ def test_tsrtr_adds_stratified_alpha_fraction_of_synthetic():
     real = real_splits()
     X_syn, y_syn = ar1_stays(400, 9)
     calls = []
-    df = ev.tsrtr({"ddpm": (X_syn, y_syn)}, real, "mortality", alphas=(0.2, 1.0), config=quick_config(),
-                  train_fn=mean_train(calls), predict_fn=mean_predict)
+    df = ev.tsrtr({"ddpm": (X_syn, y_syn)}, real, "mortality", alphas=(0.2, 1.0), config=quick_config(calls))
     n_real, pos_real = len(real.y_train), int(real.y_train.sum())
     real_calls, syn_calls = calls[:3], calls[3:]
     assert all(c["n"] == n_real for c in real_calls)
@@ -161,8 +153,7 @@ def test_tstr_trains_on_synthetic_only_and_reports_exact_columns():
     real = real_splits()
     X_syn, y_syn = ar1_stays(150, 10)
     calls = []
-    df = ev.tstr({"ddpm": (X_syn, y_syn), "tardiff": (X_syn, y_syn)}, real, "mortality", config=quick_config(),
-                 train_fn=mean_train(calls), predict_fn=mean_predict)
+    df = ev.tstr({"ddpm": (X_syn, y_syn), "tardiff": (X_syn, y_syn)}, real, "mortality", config=quick_config(calls))
     assert list(df.columns[:7]) == list(ev.TSTR_COLUMNS)
     assert df["method"].tolist() == ["real", "ddpm", "tardiff"]
     assert [c["n"] for c in calls] == [200] * 3 + [150] * 6
@@ -174,8 +165,7 @@ def test_tstr_rejects_unlabelled_synthetic_set():
     real = real_splits()
     X_syn, _ = ar1_stays(50, 11)
     with pytest.raises(ValueError, match="pseudo_label"):
-        ev.tstr({"ddpm": (X_syn, -np.ones(50))}, real, "mortality", config=quick_config(),
-                train_fn=mean_train([]), predict_fn=mean_predict)
+        ev.tstr({"ddpm": (X_syn, -np.ones(50))}, real, "mortality", config=quick_config())
 
 
 @pytest.mark.slow
@@ -192,7 +182,10 @@ def test_tstr_with_the_real_downstream_classifier():
     assert (df["auroc_sd"] >= 0).all()
 
 
-def test_default_protocol_selects_on_validation_loss():
+def test_every_profile_selects_the_downstream_epoch_on_validation_loss():
+    from tardiff.config import PROFILES, get_profile
+
+    assert all(ev.EvalConfig.from_profile(get_profile(name)).train.monitor == "loss" for name in PROFILES)
     assert ev.EvalConfig().train.monitor == "loss"
 
 
@@ -325,12 +318,11 @@ def test_fit_then_predict_equals_downstream_protocol():
     real = real_splits()
     X_syn, y_syn = ar1_stays(100, 41)
     config = quick_config()
-    models = ev.fit_downstream(X_syn, y_syn, real, config, train_fn=mean_train([]))
-    probas = ev.predict_seeds(models, real.X_test, config, predict_fn=mean_predict)
+    models = ev.fit_downstream(X_syn, y_syn, real, config)
+    probas = ev.predict_seeds(models, real.X_test, config)
     assert probas.shape == (config.n_seeds, len(real.y_test))
     row = ev.utility(real.y_test, probas, config)
-    table = ev.tstr({"s": (X_syn, y_syn)}, real, "mortality", config, include_real=False,
-                    train_fn=mean_train([]), predict_fn=mean_predict).iloc[0]
+    table = ev.tstr({"s": (X_syn, y_syn)}, real, "mortality", config, include_real=False).iloc[0]
     assert row["auroc_mean"] == pytest.approx(table["auroc_mean"]) and row["auprc_sd"] == pytest.approx(table["auprc_sd"])
 
 

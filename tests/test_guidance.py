@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from tardiff.classifier import ClassifierConfig, RNNClassifier
-from tardiff.guidance import (_gru_layers, _stack_forward, classifier_guidance, influence_guidance,
-                              influence_guidance_loop, influence_scores, target_labels, train_grad)
+from tardiff.guidance import (_gru_layers, _stack_forward, classifier_guidance, original_guidance,
+                              influence_guidance_loop, influence_scores, pair_influence_guidance,
+                              target_labels, train_grad)
 
 T, NF = 12, 8
 
@@ -74,7 +75,7 @@ def test_functional_gru_equals_nn_gru():
 @pytest.mark.parametrize("weights", ["random", "trained"])
 def test_influence_guidance_equals_per_sample_loop(trained, weights, dtype, tol):
     model, G, x, y = setup(trained if weights == "trained" else small(), dtype)
-    fast = influence_guidance(model, G)(None, None, x, y)
+    fast = pair_influence_guidance([(model, G)], "cos")(None, None, x, y)
     slow = influence_guidance_loop(model, G, x, y)
     assert fast.shape == x.shape and fast.dtype == dtype
     assert rel_err(fast, slow) <= tol
@@ -83,7 +84,7 @@ def test_influence_guidance_equals_per_sample_loop(trained, weights, dtype, tol)
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (1, True), (3, True)])
 def test_influence_guidance_other_gru_shapes(layers, bidirectional):
     model, G, x, y = setup(small(hidden=5, layers=layers, bidirectional=bidirectional), torch.float64)
-    assert rel_err(influence_guidance(model, G)(None, None, x, y), influence_guidance_loop(model, G, x, y)) <= 1e-8
+    assert rel_err(pair_influence_guidance([(model, G)], "cos")(None, None, x, y), influence_guidance_loop(model, G, x, y)) <= 1e-8
 
 
 def test_influence_scores_are_cosines(trained):
@@ -100,7 +101,7 @@ def test_influence_scores_are_cosines(trained):
 def test_score_gradient_matches_finite_differences(trained):
     model, G, x, y = setup(trained, torch.float64)
     v = torch.randn_like(x)
-    guidance = influence_guidance(model, G)(None, None, x, y)
+    guidance = pair_influence_guidance([(model, G)], "cos")(None, None, x, y)
     eps = 1e-5
     fd = (influence_scores(model, G, x + eps * v, y) - influence_scores(model, G, x - eps * v, y)) / (2 * eps)
     torch.testing.assert_close((guidance * v).flatten(1).sum(1), fd, rtol=1e-6, atol=1e-9)
@@ -110,11 +111,11 @@ def test_sample_guidance_is_per_sample_batch_guidance_is_not(trained):
     model, G, x, y = setup(trained, torch.float64)
     x2 = x.clone()
     x2[3] += torch.randn_like(x2[3])
-    per_sample = influence_guidance(model, G, normalize="sample")
+    per_sample = pair_influence_guidance([(model, G)], "cos")
     a, b = per_sample(None, None, x, y), per_sample(None, None, x2, y)
     torch.testing.assert_close(a[:3], b[:3], rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(a[4:], b[4:], rtol=1e-10, atol=1e-14)
-    coupled = influence_guidance(model, G, normalize="batch")
+    coupled = original_guidance(model, G)
     a, b = coupled(None, None, x, y), coupled(None, None, x2, y)
     assert rel_err(b[:3], a[:3]) > 1e-3
 
@@ -130,7 +131,7 @@ def test_batch_guidance_equals_its_naive_reference(trained):
     norm = torch.sqrt(sum((g * g).sum() for g in mean))
     score = sum((g * G[n]).sum() for g, n in zip(mean, names)) / (norm + 1e-6)
     ref = torch.autograd.grad(score, xl)[0]
-    assert rel_err(influence_guidance(model, G, normalize="batch")(None, None, x, y), ref) <= 1e-8
+    assert rel_err(original_guidance(model, G)(None, None, x, y), ref) <= 1e-8
 
 
 def test_train_grad_equals_one_sample_at_a_time_sum():
@@ -181,8 +182,8 @@ def test_lstm_needs_batch_mode():
     X, y = toy(10)
     G = train_grad(lstm, X, y)
     with pytest.raises(ValueError, match="GRU"):
-        influence_guidance(lstm, G)
-    assert torch.isfinite(influence_guidance(lstm, G, normalize="batch")(None, None, X[:3], y[:3])).all()
+        pair_influence_guidance([(lstm, G)], "cos")
+    assert torch.isfinite(original_guidance(lstm, G)(None, None, X[:3], y[:3])).all()
 
 
 def test_missing_train_gradient_entry_is_reported():
@@ -191,15 +192,15 @@ def test_missing_train_gradient_entry_is_reported():
     G = train_grad(model, X, y)
     G.pop("head.bias")
     with pytest.raises(ValueError, match="head.bias"):
-        influence_guidance(model, G)(None, None, X[:2], y[:2])
+        pair_influence_guidance([(model, G)], "cos")(None, None, X[:2], y[:2])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_influence_guidance_on_cuda_equals_cpu(trained):
     model, G, x, y = setup(trained, torch.float32)
-    cpu = influence_guidance(model, G)(None, None, x, y)
+    cpu = pair_influence_guidance([(model, G)], "cos")(None, None, x, y)
     gpu_model = copy.deepcopy(model).cuda()
-    gpu = influence_guidance(gpu_model, G)(None, None, x.cuda(), y.cuda())
+    gpu = pair_influence_guidance([(gpu_model, G)], "cos")(None, None, x.cuda(), y.cuda())
     assert rel_err(gpu.cpu(), cpu) <= 1e-3
 
 
@@ -224,7 +225,7 @@ def test_hook_inside_ddim_sampler():
     unet = UNet1D(NF, UNetConfig.smoke())
     model = small(dtype=torch.float32)
     X, y = toy(32, torch.float32)
-    hook = influence_guidance(model, train_grad(model, X, y))
+    hook = pair_influence_guidance([(model, train_grad(model, X, y))], "cos")
     labels = np.array([0, 1, 1, 0])
     kw = dict(steps=3, batch_size=4, seed=0, progress=False, seq_len=T)
     plain = diffusion.ddim_sample(unet, diffusion.DiffusionConfig(), labels, **kw)
