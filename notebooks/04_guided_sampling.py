@@ -58,6 +58,9 @@ for task in tasks:
     real = real_data.load_real(dataset, task, config, seed=seed)
     written = pipeline.sample_methods(real, config, paths["models"], paths["synthetic"] / task, seed=seed,
                                       device=device)
+    # extra stays for augmentation beyond α = 1 (notebook 05 draws the selected candidate's once it is chosen)
+    pipeline.sample_pools(real, config, paths["models"], paths["synthetic"] / task, pipeline.pooled_in_sampling(config),
+                          seed=seed, device=device)
     X_syn, y_syn = pipeline.load_synthetic(written["tardiff_dot"])
     plots.trajectories(real.X_train, real.y_train, X_syn, y_syn, real.channels,
                        Path(figures_dir) / f"trajectories_{task}.png", preprocessor=real.preprocessor,

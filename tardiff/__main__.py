@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                   "e.g. tardiff_dot, cfg, timegan; default tardiff_dot")
     generate.add_argument("--n", type=int, default=None, help="stays to generate (label proportions as in the data; "
                                                               "default: the training set's counts)")
+    generate.add_argument("--alpha", type=float, default=None, help="instead of --n: alpha x the training stays, "
+                                                                    "an augmentation set (README, Augmentation)")
+    generate.add_argument("--per-label", default=None, metavar="N0,N1", help="instead of --n: stays of label 0 "
+                                                                            "and of label 1")
     generate.add_argument("--out", required=True, help="output .npz (X, y) + a .json manifest beside it")
     generate.add_argument("--models", default=None, help="folder of fitted models: reused when it holds a fit, "
                                                          "else written (default: OUT's name + _models)")
@@ -32,6 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return generate_main(args)
     return 2
+
+
+def _per_label(text: str) -> dict[int, int]:
+    """--per-label "N0,N1" -> {0: N0, 1: N1}, each a count >= 0, not both 0."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if len(counts) != 2 or min(counts) < 0 or sum(counts) == 0:
+        raise ValueError(f"--per-label needs two counts N0,N1 (>= 0, not both 0), got {text!r}")
+    return {0: counts[0], 1: counts[1]}
 
 
 def generate_main(args) -> int:
@@ -50,6 +65,9 @@ def generate_main(args) -> int:
     try:
         if args.n is not None and args.n < 1:
             raise ValueError(f"--n must be a positive number of stays, got {args.n}")
+        if sum(v is not None for v in (args.n, args.alpha, args.per_label)) > 1:
+            raise ValueError("give one of --n, --alpha and --per-label")
+        n = args.n if args.per_label is None else _per_label(args.per_label)
         if out.suffix != ".npz":
             raise ValueError(f"--out must name an .npz file, got {out}")
         if out.exists() and out.is_dir():
@@ -67,14 +85,15 @@ def generate_main(args) -> int:
             X, y = load_xy(args.dataset)
             model = TarDiff(args.profile, parse_overrides(args.set), seed=args.seed, device=args.device)
             model.fit(X, y, models_dir=models, methods=[wanted])
-        X_syn, y_syn = model.sample(args.method, n=args.n, physical=not args.z_scores)
+        X_syn, y_syn = model.sample(args.method, n=n, physical=not args.z_scores, alpha=args.alpha)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"tardiff generate: {error}", file=sys.stderr)
         return 2
     tmp = out.with_name(out.stem + ".tmp.npz")
     np.savez_compressed(tmp, X=X_syn, y=y_syn)
     tmp.replace(out)
-    write_manifest(out.with_suffix(".json"), config={"method": args.method, "n": args.n, "profile": args.profile,
+    write_manifest(out.with_suffix(".json"), config={"method": args.method, "n": args.n, "alpha": args.alpha,
+                                                     "per_label": args.per_label, "profile": args.profile,
                                                      "overrides": args.set, "units": "z" if args.z_scores else "input"},
                    seed=args.seed, inputs={str(args.dataset): sha256_file(args.dataset)},
                    wall_time_s=time.perf_counter() - start, models=str(models), stays=len(y_syn),

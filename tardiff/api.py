@@ -98,11 +98,18 @@ class TarDiff:
 
     # ---- sampling
     def sample(self, method: str = methods_lib.DEFAULT_METHOD, n: int | dict | None = None, physical: bool = True,
-               progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+               progress: bool = True, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(X_syn, y_syn): `n` stays (an int keeps the training label proportions, a dict {label: count} is
-        explicit, None = the training set's counts), in X's units (`physical`) or z-scores."""
+        explicit, None = the training set's counts), or `alpha` times the training stays (an augmentation set:
+        real + alpha x synthetic, README, Augmentation), in X's units (`physical`) or z-scores."""
         if self._cohort is None:
             raise RuntimeError("call fit(X, y) or TarDiff.load(folder) first")
+        if alpha is not None:
+            if n is not None:
+                raise ValueError("give n or alpha, not both")
+            if not alpha > 0:
+                raise ValueError(f"alpha must be > 0 (synthetic stays per real training stay), got {alpha}")
+            n = max(1, int(round(alpha * len(self._cohort.y_train))))
         name = method
         missing = methods_lib.needs([name]) - self.fitted()
         if missing:

@@ -120,6 +120,30 @@ def _as_labels(y, n: int, name: str) -> torch.Tensor:
     return y.float()
 
 
+def _as_weights(w, n: int, name: str = "sample_weight") -> torch.Tensor:
+    """(N,) float32 loss weights per stay: finite, >= 0 and not all zero (the loss is their weighted mean)."""
+    try:
+        w = (w.detach().cpu() if torch.is_tensor(w) else torch.as_tensor(np.asarray(w, dtype=np.float64))).double()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be numbers, one per stay: {error}") from None
+    if w.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), one weight per stay, got {tuple(w.shape)}")
+    if not torch.isfinite(w).all():
+        raise ValueError(f"{name} has {int((~torch.isfinite(w)).sum())} NaN/inf values")
+    if (w < 0).any():
+        raise ValueError(f"{name} must be >= 0, got minimum {float(w.min())}")
+    if not (w > 0).any():
+        raise ValueError(f"{name} is all zero: no stay would count in the loss")
+    return w.float()
+
+
+def _weighted_mean_bce(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor, pos_weight) -> tuple:
+    """(Σ_i w_i ℓ_i / Σ_i w_i, Σ_i w_i ℓ_i) over a batch, ℓ_i the per-stay BCE; 0 where all w_i are 0."""
+    weighted = (w * nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight,
+                                                                   reduction="none")).sum()
+    return weighted / w.sum().clamp_min(torch.finfo(w.dtype).tiny), weighted
+
+
 def _metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     if len(np.unique(y)) < 2:
         return float("nan"), float("nan")
@@ -168,15 +192,17 @@ def training_set(X_train, y_train, X_val: torch.Tensor, name: str = "X_train", l
 
 def train_classifier(X_train, y_train, X_val, y_val, config: ClassifierConfig = ClassifierConfig(),
                      train: TrainConfig = TrainConfig(), seed: int = 0, device=None,
-                     progress: bool = True, on_epoch=None) -> tuple[RNNClassifier, dict]:
+                     progress: bool = True, on_epoch=None, sample_weight=None) -> tuple[RNNClassifier, dict]:
     """Train f_theta with BCE + Adam and early stopping on `train.monitor`; returns the best epoch's model.
 
     Deterministic on CPU for a seed: init, dropout and batch order all come from `seed`,
     without touching the caller's global RNG state. `on_epoch(epoch, model)` sees the model after
-    every epoch (TracIn keeps checkpoints of the run this way).
+    every epoch (TracIn keeps checkpoints of the run this way). `sample_weight` (N,) makes a batch's
+    loss (and the reported train_loss) the weighted mean Σ w_i ℓ_i / Σ w_i; validation stays unweighted.
     """
     X_val, y_val = validation_set(X_val, y_val, train)
     X_train, y_train = training_set(X_train, y_train, X_val)
+    w_train = None if sample_weight is None else _as_weights(sample_weight, len(X_train))
 
     device = get_device(device)
     start = time.perf_counter()
@@ -199,16 +225,21 @@ def train_classifier(X_train, y_train, X_val, y_val, config: ClassifierConfig = 
             for i in range(0, len(order), train.batch_size):
                 idx = order[i:i + train.batch_size]
                 xb, yb = X_train[idx].to(device), y_train[idx].to(device)
-                loss = loss_fn(model(xb), yb)
+                if w_train is None:
+                    loss = loss_fn(model(xb), yb)
+                    batch_total = loss.item() * len(idx)
+                else:
+                    loss, weighted = _weighted_mean_bce(model(xb), yb, w_train[idx].to(device), pos_weight)
+                    batch_total = weighted.item()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * len(idx)
+                total += batch_total
             logits = _logits(model, X_val, 1024, device)
             val_loss = nn.functional.binary_cross_entropy_with_logits(
                 logits, y_val, pos_weight=None if pos_weight is None else pos_weight.cpu()).item()
             auroc, auprc = _metrics(y_val.numpy(), torch.sigmoid(logits).numpy())
-            history["train_loss"].append(total / len(X_train))
+            history["train_loss"].append(total / (len(X_train) if w_train is None else float(w_train.double().sum())))
             history["val_loss"].append(val_loss)
             history["val_auroc"].append(auroc)
             history["val_auprc"].append(auprc)

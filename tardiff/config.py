@@ -17,7 +17,10 @@ from tardiff.generators.timevqvae import TimeVQVAEConfig
 from tardiff.unet1d import UNetConfig
 
 TASKS = ("mortality", "long_stay")
-ALPHAS = (0.5, 1.0)  # TSRTR: real + alpha x synthetic; the methods are tardiff.methods.REGISTRY
+# what augmentation adds to the real training split: the diffusion rows, the reported TarDiff pick and the
+# paper's five baselines (the candidates and ablations are not augmentation settings of their own)
+AUGMENT_SOURCES = ("ddpm", "cfg", "classifier_guidance", "tardiff", "timegan", "timevae", "timevqvae",
+                   "diffusion_ts", "biodiffusion")
 
 
 @dataclass
@@ -109,7 +112,6 @@ class Profile:
     hinv_max_iter: int = 30                 # conjugate-gradient iterations at most
     tracin_checkpoints: int = 3             # per fold classifier, evenly spaced up to its best epoch
     n_seeds: int = 3
-    alphas: tuple = ALPHAS
     bootstrap: int = 1000
     fidelity_seeds: int = 3                 # discriminators per synthetic set (the score's sd is reported)
     # the post-hoc GRUs of the discriminative and predictive scores (tardiff.fidelity.FidelityConfig)
@@ -119,6 +121,14 @@ class Profile:
     fidelity_lr: float = 1e-3
     fidelity_max_lag: int = 5               # autocorrelation distance: lags 1..max_lag
     field_metrics: FieldMetricsConfig = field(default_factory=FieldMetricsConfig)
+    # augmentation (tardiff.augment, notebook 05): real + synthetic, paired against real only, chosen on validation
+    augment_sources: tuple = AUGMENT_SOURCES  # synthetic sets added ("tardiff": the validation-selected candidate)
+    augment_alphas: tuple = (0.25, 0.5, 1.0, 2.0, 4.0)  # synthetic stays per real training stay
+    augment_weights: tuple = (0.25, 0.5, 1.0)  # loss weight of a synthetic stay (a real one weighs 1)
+    augment_mix_alpha: float = 1.0          # the alpha at which the lower weights, balanced labels, the filter run
+    augment_realism: float = 0.25           # the realism filter drops this fraction of each source, most fake first
+    augment_pool: int = 3                   # notebook 04 draws this many extra stays per real training stay
+    augment_downstream: tuple = ("gru", "cnn")
     generators: GeneratorSettings = field(default_factory=GeneratorSettings)
 
 
@@ -137,7 +147,9 @@ def _smoke() -> Profile:
         unet=UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=()),
         diffusion_train=DiffusionTrainConfig(steps=30, batch_size=32, warmup=5, checkpoint_every=15,
                                              log_every=5),
-        sampling=SamplingConfig(ddim_steps=5, batch_size=128), n_seeds=2, alphas=(1.0,), bootstrap=50,
+        sampling=SamplingConfig(ddim_steps=5, batch_size=128), n_seeds=2, bootstrap=50,
+        augment_sources=("ddpm", "cfg", "tardiff", "timegan"), augment_alphas=(0.5, 2.0), augment_weights=(0.5, 1.0),
+        augment_mix_alpha=0.5,
         influence_folds=2, hinv_max_iter=5, tracin_checkpoints=2, fidelity_seeds=2, fidelity_epochs=2,
         field_metrics=FieldMetricsConfig(repeats=2, discriminative_iterations=20, predictive_iterations=20,
                                          ts2vec_iterations=5),

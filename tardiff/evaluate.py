@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tardiff import classifier, grouped
+from tardiff import augment, classifier, grouped
 from tardiff.classifier import ClassifierConfig, TrainConfig, predict_proba
-from tardiff.config import ALPHAS, get_profile
+from tardiff.config import get_profile
 from tardiff.guidance import pair_scores
 from tardiff.metrics import auprc, auroc, bootstrap_ci
-from tardiff.utils import get_device, largest_remainder
+from tardiff.utils import get_device
 
 UTILITY_COLUMNS = ("task", "method", "auroc_mean", "auroc_sd", "auprc_mean", "auprc_sd", "n_seeds")
 TSTR_COLUMNS = UTILITY_COLUMNS
@@ -51,19 +51,6 @@ def _check_synthetic(method: str, X: np.ndarray, y: np.ndarray, shape_tf: tuple)
     if not np.isfinite(X).all():
         raise ValueError(f"synthetic set {method!r} contains NaN/inf values")
     return X, y.astype(np.int64)
-
-
-def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indices of `n` rows drawn without replacement that keep the per-label proportions of `y`."""
-    y = np.asarray(y)
-    if n > len(y):
-        raise ValueError(f"asked for {n} synthetic stays but the set holds {len(y)}; generate at least "
-                         f"alpha * n_real_train stays")
-    labels, sizes = np.unique(y, return_counts=True)
-    take = largest_remainder(sizes, n)
-    rng = np.random.default_rng(seed)
-    chosen = [rng.choice(np.flatnonzero(y == label), size=k, replace=False) for label, k in zip(labels, take)]
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=int)
 
 
 # --------------------------------------------------------------------------- downstream protocol
@@ -124,11 +111,17 @@ def _downstream(makers: list, real, config: EvalConfig) -> list[dict]:
 
 
 def fit_many(train_sets: list, real, config: EvalConfig, seeds: list) -> list:
-    """One downstream model per (X_train, y_train) in `train_sets`, seed `seeds[i]`, selected on real validation.
+    """One downstream model per (X_train, y_train) or (X_train, y_train, sample_weight) in `train_sets`, seed
+    `seeds[i]`, selected on real validation.
 
     With `config.grouped` (and the default trainer on a 1-layer GRU) they train as batched groups
-    (`tardiff.grouped`), which equals training them one by one up to float rounding, in less time.
+    (`tardiff.grouped`), which equals training them one by one up to float rounding, in less time. Weights go
+    to the trainer as `sample_weight=`, only for the sets that have them (a stand-in train_fn without the
+    keyword still trains unweighted sets).
     """
+    for i, train_set in enumerate(train_sets):
+        if not isinstance(train_set, (tuple, list)) or len(train_set) not in (2, 3):
+            raise ValueError(f"train_sets[{i}] must be (X, y) or (X, y, sample_weight)")
     device = get_device(config.device)
     if config.train_fn is None and config.grouped and grouped.supports(config.classifier):
         max_group = config.max_group or grouped.default_group_size(device)
@@ -137,8 +130,14 @@ def fit_many(train_sets: list, real, config: EvalConfig, seeds: list) -> list:
                                                           progress=config.progress, max_members=max_group)]
     train_fn = config.train_fn or classifier.train_classifier
     jobs = tqdm(list(zip(train_sets, seeds)), desc="downstream models", disable=not config.progress)
-    return [train_fn(X, y, real.X_val, real.y_val, config=config.classifier, train=config.train, seed=seed,
-                     device=device, progress=False)[0] for (X, y), seed in jobs]
+    return [train_fn(train_set[0], train_set[1], real.X_val, real.y_val, config=config.classifier,
+                     train=config.train, seed=seed, device=device, progress=False, **_weight_keyword(train_set))[0]
+            for train_set, seed in jobs]
+
+
+def _weight_keyword(train_set) -> dict:
+    """{"sample_weight": w} for an (X, y, w) training set, {} for (X, y) or (X, y, None)."""
+    return {} if len(train_set) < 3 or train_set[2] is None else {"sample_weight": train_set[2]}
 
 
 def fit_sets(sets: dict, real, config: EvalConfig) -> dict[str, list]:
@@ -205,9 +204,10 @@ def tstr(synthetic: SyntheticSets, real, task: str, config: EvalConfig | None = 
     return _ordered(rows, TSTR_COLUMNS)
 
 
-def tsrtr(synthetic: SyntheticSets, real, task: str, alphas=ALPHAS, config: EvalConfig | None = None,
+def tsrtr(synthetic: SyntheticSets, real, task: str, alphas=(0.5, 1.0), config: EvalConfig | None = None,
           include_real: bool = True) -> pd.DataFrame:
-    """Real train + alpha x synthetic (a seeded, label-stratified subsample of round(alpha * n_real)).
+    """Real train + alpha x synthetic, seed s trained on seed s's draw (`augment.training_set` of the plain
+    setting: the synthetic labels at the real prevalence, weight 1, the batch's augmentation path).
 
     Each seed draws its own subsample, so the sd includes which synthetic stays were picked.
     The `real` row (alpha = 0) trains on real only.
@@ -219,17 +219,16 @@ def tsrtr(synthetic: SyntheticSets, real, task: str, alphas=ALPHAS, config: Eval
         labels.append({"task": task, "method": "real", "alpha": 0.0, "n_synthetic": 0})
         makers.append(lambda s: (real.X_train, real.y_train))
     for method, (X_syn, y_syn) in synthetic.items():
-        X_syn, y_syn = _check_synthetic(method, X_syn, y_syn, real.X_train.shape[1:])
+        pools = {method: _check_synthetic(method, X_syn, y_syn, real.X_train.shape[1:])}
         for alpha in alphas:
-            n_syn = int(round(alpha * n_real))
+            mix = augment.Mix(sources=(method,), alpha=float(alpha))
 
-            def make(seed, X_syn=X_syn, y_syn=y_syn, n_syn=n_syn):
-                idx = stratified_subsample(y_syn, n_syn, seed)
-                return (np.concatenate([real.X_train, X_syn[idx]]), np.concatenate([real.y_train, y_syn[idx]]))
+            def make(seed, pools=pools, mix=mix):
+                return augment.training_set(real.X_train, real.y_train, pools, mix, seed)[:2]
 
-            if n_syn > len(y_syn):  # fail before any training
-                stratified_subsample(y_syn, n_syn, 0)
-            labels.append({"task": task, "method": str(method), "alpha": float(alpha), "n_synthetic": n_syn})
+            make(0)  # too few synthetic stays fails here, before any training
+            labels.append({"task": task, "method": str(method), "alpha": float(alpha),
+                           "n_synthetic": int(round(alpha * n_real))})
             makers.append(make)
     rows = _downstream(makers, real, config)
     return _ordered(pd.DataFrame([{**label, **row} for label, row in zip(labels, rows)]), TSRTR_COLUMNS)

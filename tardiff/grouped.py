@@ -7,9 +7,11 @@ CPU mostly idle: each of its steps is a (256, 32) product. Here the members (eac
 set, initialisation, batch order, dropout stream, Adam state and early stopping) are stacked along one
 leading axis of D = members x directions, so every time step is one batched product for all of them, and
 the backward pass through time is written out (no autograd graph per step). A member whose early stopping
-fires is dropped from the stack; the others go on. `train_classifier` (`tardiff.classifier`) stays the
-reference: `tests/test_grouped.py` checks that both give the same predictions (on a CPU; on a GPU the
-dropout masks come from each member's CPU stream, where train_classifier draws them on the GPU).
+fires is dropped from the stack; the others go on. A member given as (X, y, w) weighs its stays in the loss
+(`train_classifier(..., sample_weight=w)`); the others keep the unweighted arithmetic. `train_classifier`
+(`tardiff.classifier`) stays the reference: `tests/test_grouped.py` checks that both give the same
+predictions (on a CPU; on a GPU the dropout masks come from each member's CPU stream, where
+train_classifier draws them on the GPU).
 
 How much faster than one at a time is measured by benchmarks/bench_evaluate.py (outputs/benchmarks/, README).
 The CPU is bound by memory traffic here, so groups stay small (4 members); on a GPU they can be large.
@@ -24,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from tardiff.classifier import (ClassifierConfig, RNNClassifier, TrainConfig, _as_tensor, _metrics, build_classifier,
-                                training_set, validation_set)
+from tardiff.classifier import (ClassifierConfig, RNNClassifier, TrainConfig, _as_tensor, _as_weights, _metrics,
+                                build_classifier, training_set, validation_set)
 from tardiff.utils import get_device
 
 
@@ -146,12 +148,17 @@ def _backward(p: dict, saved, d_final: torch.Tensor, directions: int, buffers: _
     return grads
 
 
-def _bce_grad(logits: torch.Tensor, y: torch.Tensor, pos_weight) -> torch.Tensor:
-    """d mean-BCE(logits, y) / d logits, per member (M, B): what nn.BCEWithLogitsLoss backpropagates."""
+def _bce_grad(logits: torch.Tensor, y: torch.Tensor, pos_weight, w: torch.Tensor | None = None) -> torch.Tensor:
+    """d mean-BCE(logits, y) / d logits, per member (M, B): what nn.BCEWithLogitsLoss backpropagates; with
+    weights w (M, B), of the weighted mean Σ w_i ℓ_i / Σ w_i (0 where all w_i are 0), as train_classifier."""
     p = torch.sigmoid(logits)
     if pos_weight is None:
-        return (p - y) / logits.shape[1]
-    return (p * (1 + (pos_weight - 1) * y) - pos_weight * y) / logits.shape[1]
+        d = p - y
+    else:
+        d = p * (1 + (pos_weight - 1) * y) - pos_weight * y
+    if w is None:
+        return d / logits.shape[1]
+    return d * w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
 
 
 class _Adam:
@@ -183,11 +190,12 @@ class _Adam:
 def train_group(train_sets: list, X_val, y_val, config: ClassifierConfig = ClassifierConfig(),
                 train: TrainConfig = TrainConfig(), seeds=None, device=None, progress: bool = False,
                 max_members: int = 48) -> list[tuple[RNNClassifier, dict]]:
-    """`train_classifier` for every (X_train, y_train) in `train_sets` (seed `seeds[i]`), as batched groups.
+    """`train_classifier` for every (X_train, y_train) or (X_train, y_train, sample_weight) in `train_sets`
+    (seed `seeds[i]`), as batched groups.
 
     Members are grouped by training-set size (they then share the number of batches per epoch), at most
     `max_members` at a time. Returns [(model, history)] in the order given, equal to training each one
-    with `train_classifier(..., seed=seeds[i])` up to float rounding.
+    with `train_classifier(..., seed=seeds[i], sample_weight=...)` up to float rounding.
     """
     if not supports(config):
         raise ValueError(f"grouped training covers 1-layer GRU classifiers, got {config}; "
@@ -196,11 +204,10 @@ def train_group(train_sets: list, X_val, y_val, config: ClassifierConfig = Class
     if len(seeds) != len(train_sets):
         raise ValueError(f"{len(train_sets)} training sets but {len(seeds)} seeds")
     X_val, y_val = validation_set(X_val, y_val, train)
-    members = [training_set(X, y, X_val, f"train_sets[{i}] X", f"train_sets[{i}] y")
-               for i, (X, y) in enumerate(train_sets)]
+    members = [_member(i, train_set, X_val) for i, train_set in enumerate(train_sets)]
     device = get_device(device)
     results: list = [None] * len(members)
-    groups = _size_groups([len(X) for X, _ in members], max_members)
+    groups = _size_groups([len(X) for X, _, _ in members], max_members)
     bar = tqdm(total=len(members), desc="classifiers (grouped)", disable=not progress, leave=False)
     for group in groups:
         for i, out in zip(group, _train_one_group([members[i] for i in group], [seeds[i] for i in group],
@@ -209,6 +216,15 @@ def train_group(train_sets: list, X_val, y_val, config: ClassifierConfig = Class
         bar.update(len(group))
     bar.close()
     return results
+
+
+def _member(i: int, train_set, X_val: torch.Tensor) -> tuple:
+    """Checked (X, y, w) of train_sets[i], given as (X, y) (w None) or (X, y, w)."""
+    if not isinstance(train_set, (tuple, list)) or len(train_set) not in (2, 3):
+        raise ValueError(f"train_sets[{i}] must be (X, y) or (X, y, sample_weight)")
+    X, y = training_set(train_set[0], train_set[1], X_val, f"train_sets[{i}] X", f"train_sets[{i}] y")
+    w = train_set[2] if len(train_set) == 3 else None
+    return X, y, (None if w is None else _as_weights(w, len(X), f"train_sets[{i}] sample_weight"))
 
 
 def _size_groups(sizes: list[int], max_members: int) -> list[list[int]]:
@@ -236,10 +252,16 @@ def _train_one_group(members, seeds, X_val, y_val, config, train, device):
     params = _stacked(models, device)
     adam = _Adam(params, train)
     pos_weight = None if train.pos_weight is None else torch.tensor(train.pos_weight, device=device)
-    X_all = torch.stack([X for X, _ in members]).to(device)        # (M, N, T, F)
-    y_all = torch.stack([y for _, y in members]).to(device)        # (M, N)
+    X_all = torch.stack([X for X, _, _ in members]).to(device)     # (M, N, T, F)
+    y_all = torch.stack([y for _, y, _ in members]).to(device)     # (M, N)
     X_val_d = X_val.to(device)
     N, M = X_all.shape[1], len(members)
+    weights = None  # or (w (M, N), which members are weighted (M,)); an unweighted member's w is never used
+    if any(w is not None for _, _, w in members):
+        weights = (torch.stack([torch.ones(N) if w is None else w for _, _, w in members]).to(device),
+                   torch.as_tensor([w is not None for _, _, w in members], device=device))
+    # train_loss: the epoch's summed (weighted) loss over N, or over Σ w for a weighted member
+    loss_norm = [N if w is None else float(w.double().sum()) for _, _, w in members]
     sign = -1.0 if train.monitor == "loss" else 1.0
     active = list(range(M))                   # members still training, in stack order
     best = [-float("inf")] * M
@@ -252,7 +274,7 @@ def _train_one_group(members, seeds, X_val, y_val, config, train, device):
     for epoch in range(train.max_epochs):
         orders = torch.stack([torch.randperm(N, generator=order_generators[i]) for i in active]).to(device)
         total = _epoch(params, adam, X_all, y_all, torch.as_tensor(active, device=device), orders, train.batch_size,
-                       dirs, p_drop, [dropout_generators[i] for i in active], pos_weight, buffers)
+                       dirs, p_drop, [dropout_generators[i] for i in active], pos_weight, buffers, weights)
         val_logits = _val_logits(params, X_val_d, dirs)                              # (M, N_val)
         finished = []
         for k, i in enumerate(active):
@@ -260,7 +282,7 @@ def _train_one_group(members, seeds, X_val, y_val, config, train, device):
             val_loss = F.binary_cross_entropy_with_logits(
                 val_logits[k].cpu(), y_val, pos_weight=None if pos_weight is None else pos_weight.cpu()).item()
             auroc, auprc = _metrics(y_val.numpy(), torch.sigmoid(val_logits[k]).cpu().numpy())
-            history["train_loss"].append(float(total[k]) / N)
+            history["train_loss"].append(float(total[k]) / loss_norm[i])
             history["val_loss"].append(val_loss)
             history["val_auroc"].append(auroc)
             history["val_auprc"].append(auprc)
@@ -295,9 +317,10 @@ def _train_one_group(members, seeds, X_val, y_val, config, train, device):
 
 
 def _epoch(params, adam, X_all, y_all, rows, orders, batch_size, dirs, p_drop, dropout_generators, pos_weight,
-           buffers) -> torch.Tensor:
+           buffers, weights=None) -> torch.Tensor:
     """One epoch of mini-batch Adam for the members `rows` of X_all / y_all, batch order `orders` (M, N);
-    returns each member's summed training loss (M,), float64 on the CPU."""
+    returns each member's summed training loss (M,), float64 on the CPU. `weights` (w_all (M_all, N), which
+    members are weighted (M_all,)): those members' loss is the weighted mean, Σ w_i ℓ_i summed."""
     N = orders.shape[1]
     total = torch.zeros(len(rows), dtype=torch.float64)
     for s in range(0, N, batch_size):
@@ -311,9 +334,14 @@ def _epoch(params, adam, X_all, y_all, rows, orders, batch_size, dirs, p_drop, d
         else:
             mask, features = None, final
         logits = torch.baddbmm(params["b_head"][:, None, None], features, params["w_head"].unsqueeze(-1)).squeeze(-1)
-        loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight, reduction="none").mean(1)
-        total += loss.detach().double().cpu() * idx.shape[1]
+        per_stay = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight, reduction="none")
+        batch_total = per_stay.mean(1).detach().double().cpu() * idx.shape[1]
         d_logits = _bce_grad(logits, yb, pos_weight)                              # (M, B)
+        if weights is not None:  # weighted members only: the others keep the unweighted arithmetic exactly
+            wb, weighted = weights[0][rows[:, None], idx], weights[1][rows]       # (M, B), (M,)
+            batch_total = torch.where(weighted.cpu(), (wb * per_stay).sum(1).detach().double().cpu(), batch_total)
+            d_logits = torch.where(weighted[:, None], _bce_grad(logits, yb, pos_weight, wb), d_logits)
+        total += batch_total
         d_final = d_logits.unsqueeze(-1) * params["w_head"].unsqueeze(1)         # (M, B, dirs*H)
         if mask is not None:
             d_final = d_final * mask

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tardiff import (artifacts, evaluate, fidelity, field_metrics, guidance, methods, metrics, paper, references,
-                     stays)
+from tardiff import (artifacts, augment, evaluate, fidelity, field_metrics, guidance, methods, metrics, paper,
+                     references, stays)
 from tardiff.generators import GENERATORS
 from tardiff.classifier import (ClassifierConfig, load_classifier, predict_proba, save_classifier,
                                 train_classifier)
@@ -32,6 +32,7 @@ from tardiff.sampler import Sampler
 from tardiff.utils import get_device, json_digest, seed_everything, write_manifest
 
 log = logging.getLogger(__name__)
+AUGMENT = "augment"  # the name the validation-selected augmentation setting is reported under
 # ---- files --------------------------------------------------------------------------------------
 
 def paths(outputs: str | Path) -> dict[str, Path]:
@@ -197,6 +198,34 @@ def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: 
     return written
 
 
+def pool_path(synthetic_dir: Path, name: str) -> Path:
+    """Where a method's extra stays for augmentation go (notebook 04, or 05 for the selected candidate)."""
+    return Path(synthetic_dir) / "pool" / f"{name}.npz"
+
+
+def pooled_in_sampling(profile: Profile) -> list[str]:
+    """The augmentation sources notebook 04 draws extra stays for: every one but the validation pick, which
+    notebook 05 draws once it is known (`fit_augmented`)."""
+    return [name for name in profile.augment_sources if name != methods.SELECTED] if profile.augment_pool else []
+
+
+def sample_pools(real: RealData, profile: Profile, models_dir: Path, synthetic_dir: Path, names, seed: int = 0,
+                 device=None, progress: bool = True) -> dict[str, Path]:
+    """Extra stays for augmentation beyond α = 1: `augment_pool` times the real training count per label of
+    each named method, drawn with seed + 1 (its TSTR set is draw `seed`), so the pool adds new stays."""
+    counts = np.bincount(real.y_train, minlength=2) * profile.augment_pool
+    sampler = Sampler(real.X_train, real.y_train, real.task, profile, models_dir, seed=seed + 1, device=device,
+                      progress=progress, n={0: int(counts[0]), 1: int(counts[1])})
+    written = {}
+    for name in names:
+        start = time.perf_counter()
+        X, y, info = sampler.sample(name)
+        written[name] = save_synthetic(pool_path(synthetic_dir, name), X, y, config=info, seed=seed + 1,
+                                       wall_time_s=time.perf_counter() - start, method=name, task=real.task,
+                                       purpose="augmentation pool")
+    return written
+
+
 def backbone_preview(real: RealData, profile: Profile, models_dir: Path, n_per_label: int = 8, seed: int = 0,
                      device=None) -> tuple[np.ndarray, np.ndarray]:
     """A few unguided draws of the class-conditional model per label (notebook 03's look at generated stays)."""
@@ -302,8 +331,7 @@ def tstr_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, seed:
     real, task = fitted.real, fitted.real.task
     chosen = selected_method(selection, task)
     shown = reported(fitted, selection)
-    cnn = replace(fitted.config, progress=progress, classifier=ClassifierConfig(
-        rnn="cnn", hidden=profile.eval_classifier.hidden, dropout=profile.eval_classifier.dropout))
+    cnn = replace(downstream_config(fitted.config, profile, "cnn"), progress=progress)
     cnn_models = evaluate.fit_sets({"real": (real.X_train, real.y_train), **fitted.sets}, real, cnn)
     first = ("ddpm", "cfg", "classifier_guidance", *GENERATORS)
     order = ["real", *[m for m in first if m in fitted.sets], methods.SELECTED,
@@ -325,24 +353,32 @@ def tstr_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, seed:
     return pd.concat(tstr, ignore_index=True), pd.DataFrame(paired)
 
 
+def downstream_config(gru: evaluate.EvalConfig, profile: Profile, arch: str) -> evaluate.EvalConfig:
+    """The downstream protocol of `arch`: "gru" (the profile's, `gru`) or "cnn" (a 1D CNN unlike f_theta, of
+    the same width and dropout)."""
+    if arch == "gru":
+        return gru
+    if arch != "cnn":
+        raise ValueError(f"unknown downstream architecture {arch!r}; 'gru' or 'cnn'")
+    return replace(gru, classifier=ClassifierConfig(rnn="cnn", hidden=profile.eval_classifier.hidden,
+                                                    dropout=profile.eval_classifier.dropout))
+
+
 def _role(name: str) -> str:
     return "real" if name == "real" else "selected" if name == methods.SELECTED else methods.REGISTRY[name].role
 
 
-def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, models_dir: Path, seed: int = 0,
-                device=None, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Everything read off the test set for one task, once: TSTR (GRU and a 1D CNN downstream), paired
-    differences against each method's baseline, TSRTR, fidelity, privacy and guidance diagnostics."""
+def test_tables(fitted: Fitted, selection: pd.DataFrame, augmented: Augmented, augment_choice: pd.DataFrame,
+                profile: Profile, models_dir: Path, seed: int = 0, device=None,
+                progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Everything read off the test set for one task, once, after both selections are written: TSTR (GRU and a
+    1D CNN downstream), paired differences against each method's baseline, augmentation (TSRTR and its paired
+    gains over real only), fidelity, privacy and guidance diagnostics."""
     real, task = fitted.real, fitted.real.task
     chosen = selected_method(selection, task)
     sets = reported(fitted, selection).sets
     tstr, paired = tstr_tables(fitted, selection, profile, seed=seed, progress=progress)
-    gru_tstr = tstr[tstr["downstream"] == "gru"]
-    tsrtr_sets = {name: sets[name] for name in ("ddpm", "cfg", "classifier_guidance", methods.SELECTED, *GENERATORS)
-                  if name in sets}
-    tsrtr = evaluate.tsrtr(tsrtr_sets, real, task, profile.alphas, fitted.config, include_real=False)
-    real_row = gru_tstr[gru_tstr["method"] == "real"][list(tsrtr.columns.intersection(gru_tstr.columns))]
-    tsrtr = pd.concat([real_row.assign(alpha=0.0), tsrtr], ignore_index=True)
+    tsrtr_paired, tsrtr = augment_tables(augmented, augment_choice, profile, seed=seed)
     fid_config = fidelity.FidelityConfig.from_profile(profile, seed=seed, device=device)
     fidelity_rows = fidelity.fidelity_table(fitted.sets, real.X_train, real.X_test, config=fid_config,
                                             channels=real.channels, n_seeds=profile.fidelity_seeds)
@@ -352,9 +388,128 @@ def test_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, model
     diagnostics = guidance_diagnostics(real, sets, models_dir, device=device)
     field = field_fidelity(real, {name: sets[name] for name in (*paper.PAPER_ROWS, *paper.EXTRA_ROWS)
                                   if name in sets}, profile, seed=seed, device=device).assign(task=task)
-    return {"tstr": tstr, "tsrtr": tsrtr, "paired": paired, "fidelity": fidelity_rows, "privacy": privacy,
+    return {"tstr": tstr, "tsrtr": tsrtr, "tsrtr_paired": tsrtr_paired, "paired": paired,
+            "fidelity": fidelity_rows, "privacy": privacy,
             "diagnostics": diagnostics, "ablation": ablation_table(tstr, paired, diagnostics, fidelity_rows),
             "field_fidelity": field}
+
+
+# ---- augmentation: real + synthetic, paired against real only, chosen on validation ---------------------
+
+@dataclass
+class Augmented:
+    """One task's augmentation settings and the downstream models of each (per architecture, per seed), kept
+    for scoring: validation first (the choice), the test set once the choice is written."""
+    real: RealData
+    settings: list            # augment.Mix, in registered order
+    configs: dict             # {arch: evaluate.EvalConfig}
+    models: dict              # {arch: {"real" | setting name: [model per seed]}}
+    chosen: str               # the TarDiff candidate behind the `tardiff` source
+
+
+def augmentation_pools(sets: dict, synthetic_dir: Path, sources, chosen: str) -> dict:
+    """{source: (X, y)}: each source's TSTR set and, when notebook 04 (or 05) drew one, its extra pool."""
+    pools = {}
+    for source in sources:
+        X, y = sets[source]
+        path = pool_path(synthetic_dir, chosen if source == methods.SELECTED else source)
+        if path.exists():
+            X_more, y_more = load_synthetic(path)
+            X, y = np.concatenate([X, X_more]), np.concatenate([y, y_more])
+        pools[source] = (X, y)
+    return pools
+
+
+def fit_augmented(fitted: Fitted, selection: pd.DataFrame, profile: Profile, models_dir: Path, synthetic_dir: Path,
+                  seed: int = 0, device=None, progress: bool = True) -> Augmented:
+    """Downstream models on real + synthetic for every registered setting (`augment.grid`), seed s trained on
+    seed s's draw and paired with seed s trained on real only. The selected candidate's pool is drawn here,
+    once the selection is known; the realism filter's discriminators see the real training split only."""
+    real = fitted.real
+    chosen = selected_method(selection, real.task)
+    sets = reported(fitted, selection).sets
+    sources = [name for name in profile.augment_sources if name in sets]
+    if methods.SELECTED in sources and profile.augment_pool and not pool_path(synthetic_dir, chosen).exists():
+        sample_pools(real, profile, models_dir, synthetic_dir, [chosen], seed=seed, device=device, progress=progress)
+    pools = augmentation_pools(sets, synthetic_dir, sources, chosen)
+    scores = None
+    if profile.augment_realism:
+        scores = augment.realism_scores(real.X_train, pools, fidelity.FidelityConfig.from_profile(
+            profile, seed=seed, device=device), seed=seed)
+    settings = augment.grid(sources, profile.augment_alphas, profile.augment_weights, profile.augment_mix_alpha,
+                            profile.augment_realism)
+    configs, models = {}, {}
+    for arch in profile.augment_downstream:
+        config = configs[arch] = downstream_config(fitted.config, profile, arch)
+        by_name = {"real": fitted.models["real"]} if arch == "gru" else \
+            evaluate.fit_sets({"real": (real.X_train, real.y_train)}, real, config)
+        for mix in tqdm(settings, desc=f"{real.task}: augmentation ({arch})", disable=not progress):
+            train_sets = [augment.training_set(real.X_train, real.y_train, pools, mix, seed=s, realism_scores=scores)
+                          for s in config.seeds]
+            by_name[mix.name] = evaluate.fit_many(train_sets, real, config, config.seeds)
+        models[arch] = by_name
+    return Augmented(real, settings, configs, models, chosen)
+
+
+def augment_paired(augmented: Augmented, split: str, n_boot: int, seed: int = 0) -> pd.DataFrame:
+    """Per setting and downstream architecture: the seed-paired AUROC/AUPRC difference against real only on
+    `split` ("val" or "test") with its bootstrap CI over stays, beside the setting's own mean ± sd."""
+    real = augmented.real
+    X, y = (real.X_val, real.y_val) if split == "val" else (real.X_test, real.y_test)
+    rows = []
+    for arch, by_name in augmented.models.items():
+        config = augmented.configs[arch]
+        baseline = evaluate.predict_seeds(by_name["real"], X, config)
+        for mix in augmented.settings:
+            probas = evaluate.predict_seeds(by_name[mix.name], X, config)
+            own = evaluate.utility(y, probas, config)
+            for metric, (d, lo, hi) in metrics.paired_difference(y, probas, baseline, n_boot=n_boot, seed=seed).items():
+                rows.append({"task": real.task, "setting": mix.name, "source": mix.source, "alpha": mix.alpha,
+                             "weight": mix.weight, "balance": mix.balance, "realism": mix.realism,
+                             "downstream": arch, "split": split, "metric": metric, "diff": d, "ci_low": lo,
+                             "ci_high": hi, "mean": own[f"{metric}_mean"], "sd": own[f"{metric}_sd"],
+                             "n_synthetic": int(round(mix.alpha * len(real.y_train)))})
+    return pd.DataFrame(rows)
+
+
+def augment_selection(augmented: Augmented, profile: Profile, seed: int = 0) -> pd.DataFrame:
+    """Validation (set-a) paired gains of every setting with the GRU downstream; `selected` marks the one
+    reported as `augment` (criterion: the paired AUROC + AUPRC gain over real only). The test set plays no part."""
+    paired = augment_paired(augmented, "val", profile.bootstrap, seed)
+    gru = paired[paired["downstream"] == "gru"].pivot_table(index="setting", columns="metric", values="diff",
+                                                             sort=False)
+    frame = pd.DataFrame({"task": augmented.real.task, "setting": gru.index, "val_d_auroc": gru["auroc"].to_numpy(),
+                          "val_d_auprc": gru["auprc"].to_numpy()})
+    frame["criterion"] = frame["val_d_auroc"] + frame["val_d_auprc"]
+    frame["selected"] = False
+    frame.loc[frame["criterion"].idxmax(), "selected"] = True
+    return frame
+
+
+def augment_tables(augmented: Augmented, selection: pd.DataFrame, profile: Profile, seed: int = 0
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The test set, read once after `augment_selection` is written: (tsrtr_paired, tsrtr). tsrtr_paired has
+    every setting and the chosen one again as `augment`; tsrtr is each source's plain setting per alpha
+    (GRU, mean ± sd over seeds) with real only at alpha 0, the paper's TSRTR."""
+    task = augmented.real.task
+    chosen = selection[(selection["task"] == task) & selection["selected"]]["setting"]
+    if len(chosen) != 1:
+        raise ValueError(f"augment_selection has {len(chosen)} selected settings for task {task!r}")
+    paired = augment_paired(augmented, "test", profile.bootstrap, seed)
+    pick = paired[paired["setting"] == chosen.iloc[0]].assign(setting=AUGMENT, selected_from=chosen.iloc[0])
+    paired = pd.concat([pick, paired.assign(selected_from="")], ignore_index=True)
+    plain = paired[(paired["downstream"] == "gru") & (paired["weight"] == 1) & (paired["balance"] == "prevalence")
+                   & (paired["realism"] == 0) & (paired["setting"] != AUGMENT)]
+    wide = plain.pivot_table(index=["source", "alpha"], columns="metric", values=["mean", "sd"], sort=False)
+    tsrtr = pd.DataFrame({"task": task, "method": [s for s, _ in wide.index], "alpha": [a for _, a in wide.index],
+                          "auroc_mean": wide[("mean", "auroc")].to_numpy(), "auroc_sd": wide[("sd", "auroc")].to_numpy(),
+                          "auprc_mean": wide[("mean", "auprc")].to_numpy(), "auprc_sd": wide[("sd", "auprc")].to_numpy()})
+    config = augmented.configs["gru"]
+    own = evaluate.utility(augmented.real.y_test, evaluate.predict_seeds(augmented.models["gru"]["real"],
+                                                                          augmented.real.X_test, config), config)
+    real_row = pd.DataFrame([{"task": task, "method": "real", "alpha": 0.0,
+                              **{k: own[k] for k in ("auroc_mean", "auroc_sd", "auprc_mean", "auprc_sd")}}])
+    return paired, pd.concat([real_row, tsrtr], ignore_index=True)
 
 
 def field_fidelity(real: RealData, sets: dict, profile: Profile, seed: int = 0, device=None) -> pd.DataFrame:
@@ -424,7 +579,8 @@ def ablation_table(tstr: pd.DataFrame, paired: pd.DataFrame, diagnostics: pd.Dat
     return pd.DataFrame(rows)
 
 
-TABLES = ("tstr", "tsrtr", "paired", "ablation", "fidelity", "privacy", "diagnostics", "field_fidelity")
+TABLES = ("tstr", "tsrtr", "tsrtr_paired", "paired", "ablation", "fidelity", "privacy", "diagnostics",
+          "field_fidelity")
 
 
 def write_results(results: dict[str, dict], tables_dir: Path) -> dict[str, pd.DataFrame]:
@@ -465,6 +621,7 @@ def plot_task(real: RealData, sets: dict, result: dict, figures_dir: Path, seed:
     plots.marginals(real.X_train, main, real.channels, figures_dir / f"marginals_{real.task}.png",
                     preprocessor=real.preprocessor, title=real.task)
     plots.tsrtr_curves(result["tsrtr"], figures_dir / f"tsrtr_{real.task}.png", title=real.task)
+    plots.augmentation_gain(result["tsrtr_paired"], figures_dir / f"augmentation_{real.task}.png", title=real.task)
     plots.ablation(result["ablation"], figures_dir / f"ablation_{real.task}.png", title=real.task)
     generators = {name: sets[name] for name in (*paper.BASELINES, "cfg", methods.SELECTED) if name in sets}
     plots.embedding_grid(real.X_test, generators, figures_dir / f"embedding_{real.task}.png", seed=seed,

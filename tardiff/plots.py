@@ -241,6 +241,39 @@ def tsrtr_curves(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure
     return _save(fig, path)
 
 
+def augmentation_gain(paired: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
+    """Seed-paired test gain over real only (GRU downstream) against alpha, one line per synthetic source with
+    its 95 % bootstrap CI; the zero line is real only. Plain settings (weight 1, real prevalence, no filter)."""
+    _style()
+    plain = paired[(paired["downstream"] == "gru") & (paired["weight"] == 1) & (paired["balance"] == "prevalence")
+                   & (paired["realism"] == 0) & (paired["setting"] != "augment")]
+    tasks = list(dict.fromkeys(plain["task"]))
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.6 * len(tasks)), squeeze=False)
+    for r, task in enumerate(tasks):
+        for c, metric in enumerate(("auroc", "auprc")):
+            ax = axes[r, c]
+            rows = plain[(plain["task"] == task) & (plain["metric"] == metric)]
+            sources = list(dict.fromkeys(rows["source"]))
+            for k, (source, line) in enumerate(rows.groupby("source", sort=False)):
+                line = line.sort_values("alpha")
+                x = line["alpha"] * (1 + 0.03 * (k - len(sources) / 2))  # side by side, so the CIs stay readable
+                ax.errorbar(x, line["diff"], yerr=[line["diff"] - line["ci_low"], line["ci_high"] - line["diff"]],
+                            color=method_color(source), marker="o", capsize=3, label=_name(source))
+            ax.axhline(0, color="black", lw=0.8, ls="--")
+            ax.set_xscale("log", base=2)
+            alphas = sorted(rows["alpha"].unique())
+            ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
+            ax.minorticks_off()
+            ax.set_xlabel("α (synthetic stays per real training stay)")
+            ax.set_ylabel(f"test {metric.upper()} − real only")
+            ax.set_title(f"{task}: paired gain of real + α × synthetic")
+        axes[r, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def ablation(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
     """Left: TSTR AUROC per method with a GRU and a 1D-CNN downstream model. Right: f_theta's agreement with
     each set's labels against the GRU TSTR AUROC: guidance that fools f_theta moves right, not up."""

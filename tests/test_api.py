@@ -74,6 +74,9 @@ def test_own_data_files_get_clear_errors(tmp_path, capsys):
     assert main(["generate", "--dataset", str(tmp_path / "noy.npz"), "--out", str(tmp_path / "o.npz"),
                  "--n", "0"]) == 2
     assert "--n" in capsys.readouterr().err
+    for bad in (["--per-label", "5"], ["--per-label", "0,0"], ["--per-label", "a,b"], ["--n", "5", "--alpha", "1"]):
+        assert main(["generate", "--dataset", str(tmp_path / "noy.npz"), "--out", str(tmp_path / "o.npz"), *bad]) == 2
+        assert bad[0] in capsys.readouterr().err
 
 
 def test_a_baseline_generator_fits_alone_and_a_folder_grows(tmp_path):
@@ -85,6 +88,12 @@ def test_a_baseline_generator_fits_alone_and_a_folder_grows(tmp_path):
     assert not (tmp_path / "m" / "classifier_label.pt").exists()   # no f_theta for a baseline generator
     X_syn, y_syn = model.sample("timevae", n={0: 7, 1: 5}, progress=False)
     assert X_syn.shape == (12, 24, 3) and np.bincount(y_syn).tolist() == [7, 5]
+    n_train = len(model._cohort.y_train)
+    _, y_aug = model.sample("timevae", alpha=0.5, progress=False)   # an augmentation set: 0.5 x the training stays
+    assert len(y_aug) == round(0.5 * n_train)
+    assert abs(y_aug.mean() - model._cohort.y_train.mean()) <= 1 / len(y_aug)
+    with pytest.raises(ValueError, match="n or alpha"):
+        model.sample("timevae", n=3, alpha=1.0)
     assert np.allclose(X_syn.mean(axis=(0, 1)), X.mean(axis=(0, 1)), rtol=0.5)  # back in X's units
     with pytest.raises(RuntimeError, match=r"timegan needs \['timegan'\], not fitted"):
         model.sample("timegan")

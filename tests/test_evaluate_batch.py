@@ -160,3 +160,56 @@ def test_selection_marks_only_the_best_candidate_never_a_baseline_or_an_ablation
     assert pipeline.selected_method(selection, "mortality") == "tardiff_cos"
     criterion = selection.set_index("method")["criterion"]
     assert criterion["cfg"] == criterion["tardiff_original"] == criterion["tardiff_cos"] > criterion["tardiff_dot"]
+
+
+def test_augmentation_pairs_each_seed_with_real_only_and_chooses_on_validation(tmp_path):
+    """fit_augmented / augment_selection / augment_tables against a loop over settings and seeds scored by
+    sklearn: seed s of real + synthetic paired with seed s of real only, the choice made on validation."""
+    from dataclasses import replace
+
+    from tardiff import augment
+
+    def train_fn(X, y, X_val, y_val, sample_weight=None, **kw):
+        return fake_train(X, y, X_val, y_val, **kw)
+
+    fitted, selection = batch()
+    config = replace(fitted.config, train_fn=train_fn, predict_fn=fake_predict)
+    fitted = pipeline.Fitted(REAL, SETS, config, ev.fit_sets({"real": (REAL.X_train, REAL.y_train), **SETS}, REAL,
+                                                             config))
+    profile = with_overrides(PROFILE, augment_sources=("cfg", SELECTED), augment_alphas=(0.25, 0.5),
+                             augment_weights=(0.5, 1.0), augment_mix_alpha=0.25, augment_realism=0.0,
+                             augment_pool=0, augment_downstream=("gru",))
+    augmented = pipeline.fit_augmented(fitted, selection, profile, tmp_path, tmp_path, progress=False)
+    names = [m.name for m in augmented.settings]
+    assert names == ["cfg@0.25", "cfg@0.5", "tardiff@0.25", "tardiff@0.5", "cfg@0.25 w0.5", "cfg@0.25 balanced",
+                     "tardiff@0.25 w0.5", "tardiff@0.25 balanced", "pool@0.25", "pool@0.5"]
+    pools = {"cfg": SETS["cfg"], SELECTED: SETS[pipeline.selected_method(selection, "mortality")]}
+
+    def gains(X_eval, y_eval):
+        real_only = [fake_predict(fake_train(REAL.X_train, REAL.y_train, None, None, seed=s)[0], X_eval)
+                     for s in range(N_SEEDS)]
+        out = {}
+        for mix in augmented.settings:
+            with_syn = [fake_predict(fake_train(*augment.training_set(REAL.X_train, REAL.y_train, pools, mix, s)[:2],
+                                                None, None, seed=s)[0], X_eval) for s in range(N_SEEDS)]
+            out[mix.name] = {score.__name__: np.mean([score(y_eval, p) - score(y_eval, q)
+                                                      for p, q in zip(with_syn, real_only)])
+                             for score in (roc_auc_score, average_precision_score)}
+        return out
+
+    choice = pipeline.augment_selection(augmented, profile)
+    val = gains(REAL.X_val, REAL.y_val)
+    criterion = {name: g["roc_auc_score"] + g["average_precision_score"] for name, g in val.items()}
+    assert choice.set_index("setting")["criterion"].to_dict() == pytest.approx(criterion, abs=1e-12)
+    assert choice[choice["selected"]]["setting"].tolist() == [max(criterion, key=criterion.get)]
+    paired, tsrtr = pipeline.augment_tables(augmented, choice, profile)
+    test = gains(REAL.X_test, REAL.y_test)
+    for row in paired[paired["setting"] != pipeline.AUGMENT].itertuples():
+        key = "roc_auc_score" if row.metric == "auroc" else "average_precision_score"
+        assert row.diff == pytest.approx(test[row.setting][key], abs=1e-12)
+        assert row.ci_low <= row.diff <= row.ci_high
+    pick = paired[paired["setting"] == pipeline.AUGMENT]
+    assert set(pick["selected_from"]) == {max(criterion, key=criterion.get)} and len(pick) == 2
+    assert tsrtr[["method", "alpha"]].values.tolist() == [["real", 0.0], ["cfg", 0.25], ["cfg", 0.5],
+                                                          [SELECTED, 0.25], [SELECTED, 0.5], ["pool", 0.25],
+                                                          ["pool", 0.5]]

@@ -79,8 +79,8 @@ def test_grouped_evaluation_equals_sequential_evaluation():
     real.n_excluded = 0
     config = ev.EvalConfig(classifier=CONFIG, train=TrainConfig(max_epochs=3, batch_size=64), n_seeds=2, n_boot=20)
     synthetic = {"a": stays(200, 8), "b": stays(200, 9)}
-    fast = ev.tsrtr(synthetic, real, "mortality", alphas=(0.5, 1.0), config=config)
-    slow = ev.tsrtr(synthetic, real, "mortality", alphas=(0.5, 1.0), config=replace(config, grouped=False))
+    fast = ev.tsrtr(synthetic, real, "mortality", alphas=(0.25, 0.5), config=config)
+    slow = ev.tsrtr(synthetic, real, "mortality", alphas=(0.25, 0.5), config=replace(config, grouped=False))
     for column in ("auroc_mean", "auprc_mean", "auroc_sd"):
         np.testing.assert_allclose(fast[column], slow[column], atol=1e-4)
 
@@ -156,3 +156,90 @@ def test_fixed_epoch_next_step_equals_one_by_one():
     with pytest.raises(ValueError, match=r"train_sets\[1\] has shape"):
         grouped.fixed_epoch_next_step([real, real[:, :4]], real, hidden=5, epochs=1, batch_size=16, lr=1e-2,
                                       seeds=[0, 0], orders=orders[:2])
+
+
+# --------------------------------------------------------------------------- per-sample loss weights
+
+def weights(n, seed):
+    """Augmentation's loss weights (synthetic stays 0.25 / 0.5, real 1) and some 0."""
+    return np.random.default_rng(seed).choice([0.0, 0.25, 0.5, 1.0], size=n)
+
+
+@pytest.mark.parametrize("pos_weight", [None, 2.0])
+def test_weighted_bce_grad_equals_autograd_of_a_loop_over_stays(pos_weight):
+    """_bce_grad with weights: d(Σ_i w_i ℓ_i / Σ_i w_i)/d logits, each ℓ_i taken alone; a member whose batch
+    weighs 0 in all gets no gradient."""
+    torch.manual_seed(0)
+    logits, y = torch.randn(3, 7, requires_grad=True), torch.randint(0, 2, (3, 7)).float()
+    w = torch.as_tensor(weights(21, 0), dtype=torch.float32).reshape(3, 7)
+    w[2] = 0.0
+    pw = None if pos_weight is None else torch.tensor(pos_weight)
+    for m in range(2):
+        losses = [torch.nn.functional.binary_cross_entropy_with_logits(logits[m, i], y[m, i], pos_weight=pw)
+                  for i in range(7)]
+        (sum(w[m, i] * losses[i] for i in range(7)) / w[m].sum()).backward()
+    expected = torch.cat([logits.grad[:2], torch.zeros(1, 7)])
+    torch.testing.assert_close(grouped._bce_grad(logits.detach(), y, pw, w), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_weighted_grouped_training_equals_sequential_training():
+    """A group of weighted and unweighted members (two sizes, so two groups) equals train_classifier one by one
+    with the same sample_weight, train_loss included."""
+    X_val, y_val = stays(120, 99)
+    sets = [(*stays(200, 1), weights(200, 1)), stays(200, 2), (*stays(150, 3), weights(150, 3)),
+            (*stays(200, 4), None)]
+    seeds = [0, 1, 2, 3]
+    train = TrainConfig(max_epochs=8, patience=2, batch_size=64, lr=2e-2, monitor="loss", pos_weight=1.5)
+    together = train_group(sets, X_val, y_val, CONFIG, train, seeds, max_members=3)
+    for (X, y, *w), seed, (model, history) in zip(sets, seeds, together):
+        ref, ref_history = train_classifier(X, y, X_val, y_val, CONFIG, train, seed=seed, progress=False,
+                                            sample_weight=w[0] if w else None)
+        assert history["epochs_run"] == ref_history["epochs_run"]
+        assert history["best_epoch"] == ref_history["best_epoch"]
+        np.testing.assert_allclose(history["train_loss"], ref_history["train_loss"], rtol=1e-5)
+        np.testing.assert_allclose(history["val_loss"], ref_history["val_loss"], atol=1e-5)
+        np.testing.assert_allclose(predict_proba(model, X_val), predict_proba(ref, X_val), atol=1e-5)
+
+
+def test_unit_weights_and_unweighted_members_are_bit_for_bit_unweighted():
+    """Weights of all 1 train exactly the unweighted model, and a member without weights trains the same in a
+    group that holds a weighted one."""
+    X_val, y_val = stays(80, 98)
+    (X1, y1), (X2, y2) = stays(120, 5), stays(120, 6)
+    train = TrainConfig(max_epochs=3, batch_size=32, lr=2e-2, monitor="loss")
+    plain = train_group([(X1, y1), (X2, y2)], X_val, y_val, CONFIG, train, [0, 1])
+    mixed = train_group([(X1, y1), (X2, y2, np.ones(120))], X_val, y_val, CONFIG, train, [0, 1])
+    for (a, history_a), (b, history_b) in zip(plain, mixed):
+        for name, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[name]), name
+        assert history_a["val_loss"] == history_b["val_loss"]
+        np.testing.assert_allclose(history_a["train_loss"], history_b["train_loss"], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"train_sets\[1\] sample_weight must be >= 0"):
+        train_group([(X1, y1), (X2, y2, -np.ones(120))], X_val, y_val, CONFIG, train, [0, 1])
+
+
+def test_fit_many_passes_weights_only_to_the_sets_that_have_them():
+    """The grouped path and train_classifier one by one get the same weights; a stand-in train_fn sees the
+    `sample_weight` keyword only for a weighted set."""
+    from types import SimpleNamespace
+
+    X_val, y_val = stays(80, 97)
+    real = SimpleNamespace(X_val=X_val, y_val=y_val)
+    sets = [(*stays(100, 7), weights(100, 7)), stays(100, 8), (*stays(100, 9), None)]
+    config = ev.EvalConfig(classifier=CONFIG, train=TrainConfig(max_epochs=2, batch_size=32), device="cpu")
+    fast = ev.fit_many(sets, real, config, [0, 1, 2])
+    slow = ev.fit_many(sets, real, replace(config, grouped=False), [0, 1, 2])
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(predict_proba(a, X_val), predict_proba(b, X_val), atol=1e-5)
+    seen = []
+
+    def train_fn(X, y, X_val, y_val, **kw):
+        seen.append(kw.get("sample_weight"))
+        return None, {}
+
+    ev.fit_many(sets, real, replace(config, train_fn=train_fn), [0, 1, 2])
+    assert seen[0] is sets[0][2] and seen[1:] == [None, None]
+    ev.fit_many(sets[1:], real, replace(config, train_fn=lambda X, y, *a, config, train, seed, device, progress:
+                                        (None, {})), [0, 1])  # a stand-in without the keyword
+    with pytest.raises(ValueError, match=r"train_sets\[0\] must be \(X, y\) or \(X, y, sample_weight\)"):
+        ev.fit_many([(X_val,)], real, config, [0])

@@ -101,9 +101,24 @@ def test_smoke_reproduction_end_to_end(tmp_path):
     field = pd.read_csv(outputs / "tables" / "field_fidelity.csv")
     assert {"real (train)", "tardiff", *paper.BASELINES} <= set(field["method"])
     assert (field[["context_fid", "correlational", "discriminative", "predictive"]] >= 0).all().all()
+    from tardiff.config import get_profile
+
+    smoke = get_profile("smoke")
     tsrtr = pd.read_csv(outputs / "tables" / "tsrtr.csv")
-    assert "alpha" in tsrtr.columns and tsrtr["alpha"].between(0, 1).all()
-    assert set(paper.BASELINES) <= set(tsrtr["method"])
+    assert tsrtr["alpha"].isin([0.0, *smoke.augment_alphas]).all()
+    assert set(tsrtr["method"]) == {"real", "pool", *smoke.augment_sources}
+    choice = pd.read_csv(outputs / "tables" / "augment_selection.csv")
+    gains = pd.read_csv(outputs / "tables" / "tsrtr_paired.csv")
+    for task, rows in choice.groupby("task"):  # one setting chosen on validation, reported as `augment`
+        chosen = rows[rows["selected"]]
+        assert len(chosen) == 1 and chosen["criterion"].iloc[0] == rows["criterion"].max()
+        pick = gains[(gains["task"] == task) & (gains["setting"] == "augment")]
+        assert set(pick["selected_from"]) == {chosen["setting"].iloc[0]}
+        same = gains[(gains["task"] == task) & (gains["setting"] == chosen["setting"].iloc[0])]
+        assert pick["diff"].tolist() == same["diff"].tolist()
+    assert set(gains["downstream"]) == set(smoke.augment_downstream)
+    assert ((gains["ci_low"] <= gains["diff"] + 1e-12) & (gains["diff"] <= gains["ci_high"] + 1e-12)).all()
+    assert (figures / "augmentation_mortality.png").exists()
     assert (figures / "tstr_by_generator.png").exists() and (figures / "embedding_mortality.png").exists()
     diagnostics = pd.read_csv(outputs / "tables" / "diagnostics.csv")
     assert {"real (train)", "tardiff", "ddpm"} <= set(diagnostics["method"])
@@ -146,11 +161,11 @@ def test_set_overrides_are_type_checked_and_recorded(tmp_path):
     from tardiff.reproduce import main
 
     profile = with_overrides(get_profile("default"), **parse_overrides(
-        ["guidance_scale=0.1", "n_seeds=5", "alphas=0.2,1", "eval_train.max_epochs=7", "max_train_stays=300"]))
-    assert (profile.guidance_scale, profile.n_seeds, profile.alphas) == (0.1, 5, (0.2, 1.0))
+        ["guidance_scale=0.1", "n_seeds=5", "augment_alphas=0.2,1", "eval_train.max_epochs=7", "max_train_stays=300"]))
+    assert (profile.guidance_scale, profile.n_seeds, profile.augment_alphas) == (0.1, 5, (0.2, 1.0))
     assert profile.eval_train.max_epochs == 7 and profile.max_train_stays == 300
     for bad, message in ((["n_seeds=2.5"], "must be a int"), (["nseeds=3"], "unknown setting"),
-                         (["alphas=a"], "must be a tuple"), (["guidance_scale"], "key=value")):
+                         (["augment_alphas=a"], "must be a tuple"), (["guidance_scale"], "key=value")):
         with pytest.raises(ValueError, match=message):
             with_overrides(get_profile("default"), **parse_overrides(bad))
     assert main(["--profile", "smoke", "--set", "nseeds=3", "--outputs", str(tmp_path)]) == 2

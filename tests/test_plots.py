@@ -26,6 +26,11 @@ UTILITY = pd.DataFrame([{"task": t, "method": m, "alpha": a, "auroc_mean": 0.7 +
                         (("real", (0.0,)), ("ddpm", (0.2, 1.0)), ("tardiff", (0.2, 1.0))) for a in alphas])
 ABLATION = pd.DataFrame([{"task": "mortality", "method": m, "gru_auroc": 0.6 + 0.01 * i, "cnn_auroc": 0.6,
                           "f_theta_agreement": 0.5 + 0.05 * i} for i, m in enumerate(("cfg", "tardiff", "tardiff_dot"))])
+GAINS = pd.DataFrame([{"task": t, "setting": f"{s}@{a:g}", "source": s, "alpha": a, "weight": 1.0,
+                       "balance": "prevalence", "realism": 0.0, "downstream": "gru", "metric": m, "diff": 0.01 * a,
+                       "ci_low": 0.01 * a - 0.02, "ci_high": 0.01 * a + 0.02}
+                      for t in ("mortality", "long_stay") for s in ("cfg", "timegan") for a in (0.25, 1.0, 4.0)
+                      for m in ("auroc", "auprc")])
 HISTORY = {"train_loss": [0.6, 0.5, 0.45], "val_loss": [0.62, 0.55, 0.56], "val_auroc": [0.6, 0.7, 0.69],
            "val_auprc": [0.2, 0.3, 0.29], "best_epoch": 1}
 
@@ -36,6 +41,7 @@ CASES = {
     "marginals": lambda p: plots.marginals(X, SYN, CHANNELS, p, preprocessor=PREP),
     "tsrtr_curves": lambda p: plots.tsrtr_curves(UTILITY, p),
     "ablation": lambda p: plots.ablation(ABLATION, p),
+    "augmentation_gain": lambda p: plots.augmentation_gain(GAINS, p),
     "diffusion_loss": lambda p: plots.diffusion_loss(np.exp(-np.linspace(0, 3, 200)) + 0.05, p, window=20),
     "classifier_history": lambda p: plots.classifier_history(HISTORY, p, title="mortality"),
     "missingness": lambda p: plots.missingness(MASK, CHANNELS, p, title="set-a"),
