@@ -17,7 +17,8 @@ import numpy as np
 from tardiff.utils import largest_remainder
 
 BALANCES = ("prevalence", "balanced")
-POOL = "pool"  # the name of a setting that pools every chosen generator
+POOL = "pool"        # the source name of a setting that pools every chosen generator
+SELECTED = "augment"  # the name the validation-selected setting is reported under (tsrtr_paired)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +73,13 @@ def grid(sources, alphas, weights, mix_alpha: float, realism: float, pool: bool 
     if pool and len(sources) > 1:
         out += [Mix(sources=sources, alpha=a) for a in alphas]
     return out
+
+
+def plain_rows(frame):
+    """The rows of a settings table (tsrtr_paired) that are the paper's TSRTR: weight 1, the real prevalence,
+    no filter (the selected alias left out)."""
+    return frame[(frame["weight"] == 1) & (frame["balance"] == "prevalence") & (frame["realism"] == 0)
+                 & (frame["setting"] != SELECTED)]
 
 
 def synthetic_counts(mix: Mix, y_real: np.ndarray) -> dict[str, dict[int, int]]:

@@ -32,7 +32,6 @@ from tardiff.sampler import Sampler
 from tardiff.utils import get_device, json_digest, seed_everything, write_manifest
 
 log = logging.getLogger(__name__)
-AUGMENT = "augment"  # the name the validation-selected augmentation setting is reported under
 # ---- files --------------------------------------------------------------------------------------
 
 def paths(outputs: str | Path) -> dict[str, Path]:
@@ -496,10 +495,9 @@ def augment_tables(augmented: Augmented, selection: pd.DataFrame, profile: Profi
     if len(chosen) != 1:
         raise ValueError(f"augment_selection has {len(chosen)} selected settings for task {task!r}")
     paired = augment_paired(augmented, "test", profile.bootstrap, seed)
-    pick = paired[paired["setting"] == chosen.iloc[0]].assign(setting=AUGMENT, selected_from=chosen.iloc[0])
+    pick = paired[paired["setting"] == chosen.iloc[0]].assign(setting=augment.SELECTED, selected_from=chosen.iloc[0])
     paired = pd.concat([pick, paired.assign(selected_from="")], ignore_index=True)
-    plain = paired[(paired["downstream"] == "gru") & (paired["weight"] == 1) & (paired["balance"] == "prevalence")
-                   & (paired["realism"] == 0) & (paired["setting"] != AUGMENT)]
+    plain = augment.plain_rows(paired[paired["downstream"] == "gru"])
     wide = plain.pivot_table(index=["source", "alpha"], columns="metric", values=["mean", "sd"], sort=False)
     tsrtr = pd.DataFrame({"task": task, "method": [s for s, _ in wide.index], "alpha": [a for _, a in wide.index],
                           "auroc_mean": wide[("mean", "auroc")].to_numpy(), "auroc_sd": wide[("sd", "auroc")].to_numpy(),

@@ -245,8 +245,9 @@ def augmentation_gain(paired: pd.DataFrame, path, title: str | None = None) -> p
     """Seed-paired test gain over real only (GRU downstream) against alpha, one line per synthetic source with
     its 95 % bootstrap CI; the zero line is real only. Plain settings (weight 1, real prevalence, no filter)."""
     _style()
-    plain = paired[(paired["downstream"] == "gru") & (paired["weight"] == 1) & (paired["balance"] == "prevalence")
-                   & (paired["realism"] == 0) & (paired["setting"] != "augment")]
+    from tardiff.augment import plain_rows
+
+    plain = plain_rows(paired[paired["downstream"] == "gru"])
     tasks = list(dict.fromkeys(plain["task"]))
     fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.6 * len(tasks)), squeeze=False)
     for r, task in enumerate(tasks):

@@ -204,11 +204,11 @@ def test_augmentation_pairs_each_seed_with_real_only_and_chooses_on_validation(t
     assert choice[choice["selected"]]["setting"].tolist() == [max(criterion, key=criterion.get)]
     paired, tsrtr = pipeline.augment_tables(augmented, choice, profile)
     test = gains(REAL.X_test, REAL.y_test)
-    for row in paired[paired["setting"] != pipeline.AUGMENT].itertuples():
+    for row in paired[paired["setting"] != augment.SELECTED].itertuples():
         key = "roc_auc_score" if row.metric == "auroc" else "average_precision_score"
         assert row.diff == pytest.approx(test[row.setting][key], abs=1e-12)
         assert row.ci_low <= row.diff <= row.ci_high
-    pick = paired[paired["setting"] == pipeline.AUGMENT]
+    pick = paired[paired["setting"] == augment.SELECTED]
     assert set(pick["selected_from"]) == {max(criterion, key=criterion.get)} and len(pick) == 2
     assert tsrtr[["method", "alpha"]].values.tolist() == [["real", 0.0], ["cfg", 0.25], ["cfg", 0.5],
                                                           [SELECTED, 0.25], [SELECTED, 0.5], ["pool", 0.25],

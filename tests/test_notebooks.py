@@ -101,6 +101,7 @@ def test_smoke_reproduction_end_to_end(tmp_path):
     field = pd.read_csv(outputs / "tables" / "field_fidelity.csv")
     assert {"real (train)", "tardiff", *paper.BASELINES} <= set(field["method"])
     assert (field[["context_fid", "correlational", "discriminative", "predictive"]] >= 0).all().all()
+    from tardiff import augment
     from tardiff.config import get_profile
 
     smoke = get_profile("smoke")
@@ -112,7 +113,7 @@ def test_smoke_reproduction_end_to_end(tmp_path):
     for task, rows in choice.groupby("task"):  # one setting chosen on validation, reported as `augment`
         chosen = rows[rows["selected"]]
         assert len(chosen) == 1 and chosen["criterion"].iloc[0] == rows["criterion"].max()
-        pick = gains[(gains["task"] == task) & (gains["setting"] == "augment")]
+        pick = gains[(gains["task"] == task) & (gains["setting"] == augment.SELECTED)]
         assert set(pick["selected_from"]) == {chosen["setting"].iloc[0]}
         same = gains[(gains["task"] == task) & (gains["setting"] == chosen["setting"].iloc[0])]
         assert pick["diff"].tolist() == same["diff"].tolist()
