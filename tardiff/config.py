@@ -113,6 +113,7 @@ class Profile:
     tracin_checkpoints: int = 3             # per fold classifier, evenly spaced up to its best epoch
     n_seeds: int = 3
     bootstrap: int = 1000
+    ci_level: float = 0.95                  # every bootstrap CI of the tables (ensemble and seed-paired)
     fidelity_seeds: int = 3                 # discriminators per synthetic set (the score's sd is reported)
     # the post-hoc GRUs of the discriminative and predictive scores (tardiff.fidelity.FidelityConfig)
     fidelity_epochs: int = 15

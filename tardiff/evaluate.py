@@ -70,7 +70,7 @@ class EvalConfig:
     n_seeds: int = _default_profile("n_seeds")
     seed: int = 0
     n_boot: int = _default_profile("bootstrap")
-    ci_level: float = 0.95
+    ci_level: float = _default_profile("ci_level")
     device: str | None = None
     progress: bool = False
     grouped: bool = True             # train the seeds (and sets of one size) as one batched group: same models
@@ -90,9 +90,9 @@ class EvalConfig:
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> "EvalConfig":
-        """From a `tardiff.config.Profile` (eval_classifier, eval_train, n_seeds, bootstrap)."""
-        return replace(cls(classifier=profile.eval_classifier, train=profile.eval_train,
-                           n_seeds=profile.n_seeds, n_boot=profile.bootstrap), **overrides)
+        """From a `tardiff.config.Profile` (eval_classifier, eval_train, n_seeds, bootstrap, ci_level)."""
+        return replace(cls(classifier=profile.eval_classifier, train=profile.eval_train, n_seeds=profile.n_seeds,
+                           n_boot=profile.bootstrap, ci_level=profile.ci_level), **overrides)
 
 
 def _downstream(makers: list, real, config: EvalConfig) -> list[dict]:

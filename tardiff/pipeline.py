@@ -346,7 +346,7 @@ def tstr_tables(fitted: Fitted, selection: pd.DataFrame, profile: Profile, seed:
         for name in order:
             for base in methods.comparisons(name) if name != "real" else ():
                 diff = metrics.paired_difference(real.y_test, probas[name], probas[base], n_boot=profile.bootstrap,
-                                                 seed=seed)
+                                                 level=profile.ci_level, seed=seed)
                 paired += [{"task": task, "method": name, "baseline": base, "metric": metric, "diff": d,
                             "ci_low": lo, "ci_high": hi, "downstream": arch} for metric, (d, lo, hi) in diff.items()]
     return pd.concat(tstr, ignore_index=True), pd.DataFrame(paired)
@@ -462,7 +462,8 @@ def augment_paired(augmented: Augmented, split: str, n_boot: int, seed: int = 0)
         for mix in augmented.settings:
             probas = evaluate.predict_seeds(by_name[mix.name], X, config)
             own = evaluate.utility(y, probas, config)
-            for metric, (d, lo, hi) in metrics.paired_difference(y, probas, baseline, n_boot=n_boot, seed=seed).items():
+            for metric, (d, lo, hi) in metrics.paired_difference(y, probas, baseline, n_boot=n_boot, level=config.ci_level,
+                                                                 seed=seed).items():
                 rows.append({"task": real.task, "setting": mix.name, "source": mix.source, "alpha": mix.alpha,
                              "weight": mix.weight, "balance": mix.balance, "realism": mix.realism,
                              "downstream": arch, "split": split, "metric": metric, "diff": d, "ci_low": lo,

@@ -129,12 +129,13 @@ def test_selected_candidate_is_the_chosen_models_not_a_refit():
 def test_every_evaluation_size_is_a_profile_setting():
     profile = with_overrides(PROFILE, **parse_overrides([
         "fidelity_hidden=7", "fidelity_epochs=4", "fidelity_batch_size=16", "fidelity_lr=0.01", "fidelity_max_lag=3",
-        "eval_classifier.hidden=5", "eval_train.lr=0.05", "eval_train.batch_size=8", "n_seeds=4", "bootstrap=30"]))
+        "eval_classifier.hidden=5", "eval_train.lr=0.05", "eval_train.batch_size=8", "n_seeds=4", "bootstrap=30",
+        "ci_level=0.9"]))
     fid = fidelity.FidelityConfig.from_profile(profile, seed=2)
     assert (fid.hidden, fid.epochs, fid.batch_size, fid.lr, fid.max_lag, fid.seed) == (7, 4, 16, 0.01, 3, 2)
     config = ev.EvalConfig.from_profile(profile)
-    assert (config.classifier.hidden, config.train.lr, config.train.batch_size, config.n_seeds, config.n_boot) == \
-        (5, 0.05, 8, 4, 30)
+    assert (config.classifier.hidden, config.train.lr, config.train.batch_size, config.n_seeds, config.n_boot,
+            config.ci_level) == (5, 0.05, 8, 4, 30, 0.9)
 
 
 def test_bare_configs_are_the_default_profile_and_sizes_are_unchanged():
@@ -213,3 +214,12 @@ def test_augmentation_pairs_each_seed_with_real_only_and_chooses_on_validation(t
     assert tsrtr[["method", "alpha"]].values.tolist() == [["real", 0.0], ["cfg", 0.25], ["cfg", 0.5],
                                                           [SELECTED, 0.25], [SELECTED, 0.5], ["pool", 0.25],
                                                           ["pool", 0.5]]
+
+
+def test_the_paired_intervals_take_the_profile_ci_level():
+    fitted, selection = batch()
+    widths = {}
+    for level in (0.5, 0.95):
+        _, paired = pipeline.tstr_tables(fitted, selection, with_overrides(PROFILE, ci_level=level), progress=False)
+        widths[level] = (paired["ci_high"] - paired["ci_low"]).to_numpy()
+    assert (widths[0.5] < widths[0.95]).all()
