@@ -132,7 +132,7 @@ def training_set(X_real: np.ndarray, y_real: np.ndarray, pools: dict, mix: Mix, 
             if count > len(candidates):
                 raise ValueError(f"setting {mix.name!r}: needs {count} synthetic stays of label {label} from "
                                  f"{source!r}, which has {len(candidates)} (after the realism filter); sample "
-                                 f"more (profile augment_alphas sets how many notebook 04 draws)")
+                                 f"more (the profile's augment_pool: extra stays per real one, notebook 04)")
             chosen = np.sort(rng.choice(candidates, size=count, replace=False))
             X_parts.append(np.asarray(X_syn)[chosen])
             y_parts.append(y_syn[chosen])
