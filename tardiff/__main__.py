@@ -56,7 +56,7 @@ def generate_main(args) -> int:
 
     import numpy as np
 
-    from tardiff.api import TarDiff, load_xy
+    from tardiff.api import TarDiff, load_xy, preprocessor_of
     from tardiff.config import parse_overrides
     from tardiff.utils import sha256_file, write_manifest
 
@@ -84,7 +84,7 @@ def generate_main(args) -> int:
         else:  # fit what the method needs; what the folder already holds for the same data is kept
             X, y = load_xy(args.dataset)
             model = TarDiff(args.profile, parse_overrides(args.set), seed=args.seed, device=args.device)
-            model.fit(X, y, models_dir=models, methods=[wanted])
+            model.fit(X, y, models_dir=models, methods=[wanted], preprocessor=preprocessor_of(args.dataset))
         X_syn, y_syn = model.sample(args.method, n=n, physical=not args.z_scores, alpha=args.alpha)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"tardiff generate: {error}", file=sys.stderr)

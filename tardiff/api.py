@@ -25,7 +25,7 @@ from tardiff.generators import GENERATORS
 from tardiff.generators.base import fingerprint
 from tardiff.real_data import RealData
 from tardiff.sampler import Sampler
-from tardiff.utils import to_jsonable, write_manifest
+from tardiff.utils import json_digest, to_jsonable, write_manifest
 
 TASK = "label"
 
@@ -37,21 +37,23 @@ class TarDiff:
         self.profile_name, self.overrides, self.seed, self.device = profile, dict(overrides or {}), seed, device
         self.profile = with_overrides(get_profile(profile), **self.overrides)
         self.models_dir: Path | None = None
-        self.scale: dict | None = None  # per-channel mean and sd of the training stays (model space = z-scores)
+        self.scale: dict | None = None  # the model space's state: a ModelSpace's, or a stays file's Preprocessor's
         self._cohort: RealData | None = None  # model space, split for training and early stopping; no test
 
     # ---- fitting
     def fit(self, X, y, models_dir: str | Path | None = None, val_fraction: float = 0.1, methods=None,
-            progress: bool = True) -> "TarDiff":
+            progress: bool = True, preprocessor: stays.Preprocessor | None = None) -> "TarDiff":
         """Train on (X, y) what `methods` need (default: every registered method): stratified `val_fraction` for
         early stopping, the rest for training. Models a folder already holds for the same data, profile and
-        seed are kept, so fitting another method later trains only what it adds."""
+        seed are kept, so fitting another method later trains only what it adds. The model space is the
+        training rows' z-scores (`stays.ModelSpace`), or, for a stays file's (X, y), that file's own
+        `preprocessor` (`preprocessor_of`), so the file lands where `reproduce --dataset` puts it."""
         X, y = stays.check_xy(X, y)
         if not 0.0 < val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
         needs = methods_lib.needs(methods or methods_lib.methods())
         is_val = stays.stratified_split(y, val_fraction, seed=self.seed)
-        space = stays.ModelSpace.fit(X[~is_val])  # the training rows' model space, as real_data sets it
+        space = preprocessor or stays.ModelSpace.fit(X[~is_val])  # as real_data sets it for the same file
         self.scale = space.state()
         Z = space.to_model(X)
         for split, labels in (("training", y[~is_val]), ("validation", y[is_val])):
@@ -61,7 +63,7 @@ class TarDiff:
         self._cohort = _cohort(Z[~is_val], y[~is_val], Z[is_val], y[is_val])
         self.models_dir = Path(models_dir) if models_dir else Path("tardiff_models")
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        key = self._fit_key(X, y, val_fraction)
+        key = self._fit_key(X, y, val_fraction, preprocessor)
         state = self._read_state(self.models_dir)
         fitted = set(state["fitted"]) if state and state.get("key") == key else set()
         if state and not fitted:
@@ -82,8 +84,9 @@ class TarDiff:
         self._write_state(key, sorted(fitted | needs), time.perf_counter() - start)
         return self
 
-    def _fit_key(self, X: np.ndarray, y: np.ndarray, val_fraction: float) -> str:
-        return fingerprint(X, y) + json.dumps([self.profile_name, to_jsonable(self.overrides), self.seed, val_fraction],
+    def _fit_key(self, X: np.ndarray, y: np.ndarray, val_fraction: float, preprocessor=None) -> str:
+        prep = json_digest(preprocessor.state()) if preprocessor is not None else ""
+        return fingerprint(X, y) + prep + json.dumps([self.profile_name, to_jsonable(self.overrides), self.seed, val_fraction],
                                               sort_keys=True)
 
     @staticmethod
@@ -119,7 +122,7 @@ class TarDiff:
                           seed=self.seed, device=self.device, progress=progress, n=n)
         X, y, _ = sampler.sample(name)
         if physical:
-            X = stays.ModelSpace.from_state(self.scale).to_physical(X)
+            X = _space(self.scale).to_physical(X)
         return X.astype(np.float32), y
 
     # ---- persistence
@@ -142,7 +145,7 @@ class TarDiff:
         state = json.loads(state_file.read_text())
         model = cls(state["profile"], state["overrides"], state["seed"], device)
         with np.load(folder / "tardiff_data.npz", allow_pickle=False) as data:
-            model.scale = stays.ModelSpace.from_state(data).state()  # keys mean, sd (and clip, 5 if absent)
+            model.scale = _space(data).state()
             model._cohort = _cohort(data["X_train"], data["y_train"], data["X_val"], data["y_val"])
         model.models_dir = folder
         return model
@@ -161,6 +164,19 @@ class TarDiff:
         write_manifest(self.models_dir / "manifest.json", config=self.profile, seed=self.seed,
                        wall_time_s=wall_time_s, overrides=self.overrides, n_train=len(c.y_train), n_val=len(c.y_val),
                        fitted=fitted)
+
+
+def _space(arrays):
+    """The model space a fit saved: a stays file's Preprocessor (prep_* keys) or a ModelSpace (mean, sd, clip;
+    a folder saved before the clip was stored had clip 5)."""
+    return stays.Preprocessor.from_state(arrays) if "prep_median" in arrays else stays.ModelSpace.from_state(arrays)
+
+
+def preprocessor_of(path: str | Path) -> stays.Preprocessor | None:
+    """A stays file's own preprocessing (imputation, log1p, z-scores of its training split), None for a user's
+    (X, y) file: `generate` fits in the same model space as `reproduce --dataset` for either."""
+    data = stays.read_npz(Path(path))
+    return stays.Preprocessor.from_state(data) if "prep_median" in data else None
 
 
 def _cohort(X_train, y_train, X_val, y_val) -> RealData:

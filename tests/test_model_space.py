@@ -109,6 +109,34 @@ def test_a_user_file_lands_in_the_same_model_space_on_both_paths(tmp_path, monke
         assert float(saved["clip"]) == 5.0
 
 
+def test_a_stays_file_lands_in_its_own_preprocessing_on_both_paths(tmp_path, monkeypatch, fixture_dir):
+    """A stays file (tardiff extract, data_preprocess/): the batch reads the file's model-space X;
+    `generate` fits with the file's own Preprocessor (preprocessor_of), so every stay has the same values on
+    both paths, and samples map back through it (urine through expm1)."""
+    from tardiff import data
+
+    path = data.extract(fixture_dir, tmp_path / "data")["set-a"]
+    arrays = stays.load_stays(path)
+    real = real_data.load_real(tmp_path / "data", "mortality", get_profile("smoke"))  # set-a train/val, set-b test
+    for step in ("train_guide_classifier", "build_references", "train_generative_models"):
+        monkeypatch.setattr(pipeline, step, lambda *args, **kwargs: None)
+    X_api, y_api = api.load_xy(path)
+    prep = api.preprocessor_of(path)
+    model = api.TarDiff("smoke").fit(X_api, y_api, models_dir=tmp_path / "m", methods=["timevae"], progress=False,
+                                     preprocessor=prep)
+    is_val = stays.stratified_split(y_api, 0.1, seed=0)
+    Z_api = np.empty_like(arrays["X"][arrays["y_mortality"] >= 0])
+    Z_api[~is_val], Z_api[is_val] = model._cohort.X_train, model._cohort.X_val
+    known = arrays["y_mortality"] >= 0
+    rows = np.flatnonzero(known & (arrays["split"] == "train"))              # --dataset's training stays
+    np.testing.assert_array_equal(real.X_train, arrays["X"][rows])
+    np.testing.assert_array_equal(Z_api[np.searchsorted(np.flatnonzero(known), rows)], real.X_train)
+    again = api.TarDiff.load(tmp_path / "m")
+    assert isinstance(api._space(again.scale), stays.Preprocessor)
+    np.testing.assert_allclose(api._space(again.scale).to_physical(Z_api[:5]), prep.to_physical(Z_api[:5]))
+    assert api.preprocessor_of(_user_file(tmp_path / "mine.npz")[0]) is None
+
+
 def test_a_models_folder_saved_before_the_clip_was_stored_loads_with_clip_5(tmp_path, monkeypatch):
     _, X, y = _user_file(tmp_path / "mine.npz")
     for step in ("train_guide_classifier", "build_references", "train_generative_models"):
