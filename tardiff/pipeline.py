@@ -186,19 +186,24 @@ def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: 
     sampler = Sampler(real.X_train, real.y_train, real.task, profile, models_dir, seed=seed, device=device,
                       progress=progress)
     written = {}
-    for name in names or methods.methods():
-        start = time.perf_counter()
-        X, y, info = sampler.sample(name)
-        written[name] = save_synthetic(out_dir / f"{name}.npz", X, y, config=info, seed=seed,
-                                       wall_time_s=time.perf_counter() - start, method=name, task=real.task,
-                                       ddim_steps=profile.sampling.ddim_steps)
-        log.info("%s/%s: %d stays in %.0f s", real.task, name, len(y), time.perf_counter() - start)
+    for name, X, y, info, seconds in _draws(sampler, names or methods.methods()):
+        written[name] = save_synthetic(out_dir / f"{name}.npz", X, y, config=info, seed=seed, wall_time_s=seconds,
+                                       method=name, task=real.task, ddim_steps=profile.sampling.ddim_steps)
+        log.info("%s/%s: %d stays in %.0f s", real.task, name, len(y), seconds)
     (out_dir / "index.json").write_text(json.dumps({k: str(v) for k, v in written.items()}, indent=2))
     return written
 
 
+def _draws(sampler: Sampler, names):
+    """(name, X, y, info, seconds) of each named method, drawn one after another."""
+    for name in names:
+        start = time.perf_counter()
+        X, y, info = sampler.sample(name)
+        yield name, X, y, info, time.perf_counter() - start
+
+
 def pool_path(synthetic_dir: Path, name: str) -> Path:
-    """Where a method's extra stays for augmentation go (notebook 04, or 05 for the selected candidate)."""
+    """Where notebook 04 writes a method's extra stays for augmentation."""
     return Path(synthetic_dir) / "pool" / f"{name}.npz"
 
 
@@ -208,21 +213,22 @@ def pooled_in_sampling(profile: Profile) -> list[str]:
     return [name for name in profile.augment_sources if name != methods.SELECTED] if profile.augment_pool else []
 
 
+def pool_sampler(real: RealData, profile: Profile, models_dir: Path, seed: int = 0, device=None,
+                 progress: bool = True) -> Sampler:
+    """The sampler of augmentation's extra stays: `augment_pool` times the real training count per label, drawn
+    with seed + 1 (a method's TSTR set is draw `seed`), so the pool adds new stays."""
+    counts = np.bincount(real.y_train, minlength=2) * profile.augment_pool
+    return Sampler(real.X_train, real.y_train, real.task, profile, models_dir, seed=seed + 1, device=device,
+                   progress=progress, n={0: int(counts[0]), 1: int(counts[1])})
+
+
 def sample_pools(real: RealData, profile: Profile, models_dir: Path, synthetic_dir: Path, names, seed: int = 0,
                  device=None, progress: bool = True) -> dict[str, Path]:
-    """Extra stays for augmentation beyond α = 1: `augment_pool` times the real training count per label of
-    each named method, drawn with seed + 1 (its TSTR set is draw `seed`), so the pool adds new stays."""
-    counts = np.bincount(real.y_train, minlength=2) * profile.augment_pool
-    sampler = Sampler(real.X_train, real.y_train, real.task, profile, models_dir, seed=seed + 1, device=device,
-                      progress=progress, n={0: int(counts[0]), 1: int(counts[1])})
-    written = {}
-    for name in names:
-        start = time.perf_counter()
-        X, y, info = sampler.sample(name)
-        written[name] = save_synthetic(pool_path(synthetic_dir, name), X, y, config=info, seed=seed + 1,
-                                       wall_time_s=time.perf_counter() - start, method=name, task=real.task,
-                                       purpose="augmentation pool")
-    return written
+    """Notebook 04: each named method's extra stays for augmentation (`pool_sampler`), written to `pool_path`."""
+    sampler = pool_sampler(real, profile, models_dir, seed=seed, device=device, progress=progress)
+    return {name: save_synthetic(pool_path(synthetic_dir, name), X, y, config=info, seed=seed + 1,
+                                 wall_time_s=seconds, method=name, task=real.task, purpose="augmentation pool")
+            for name, X, y, info, seconds in _draws(sampler, names)}
 
 
 def backbone_preview(real: RealData, profile: Profile, models_dir: Path, n_per_label: int = 8, seed: int = 0,
@@ -403,34 +409,28 @@ class Augmented:
     settings: list            # augment.Mix, in registered order
     configs: dict             # {arch: evaluate.EvalConfig}
     models: dict              # {arch: {"real" | setting name: [model per seed]}}
-    chosen: str               # the TarDiff candidate behind the `tardiff` source
-
-
-def augmentation_pools(sets: dict, synthetic_dir: Path, sources, chosen: str) -> dict:
-    """{source: (X, y)}: each source's TSTR set and, when notebook 04 (or 05) drew one, its extra pool."""
-    pools = {}
-    for source in sources:
-        X, y = sets[source]
-        path = pool_path(synthetic_dir, chosen if source == methods.SELECTED else source)
-        if path.exists():
-            X_more, y_more = load_synthetic(path)
-            X, y = np.concatenate([X, X_more]), np.concatenate([y, y_more])
-        pools[source] = (X, y)
-    return pools
 
 
 def fit_augmented(fitted: Fitted, selection: pd.DataFrame, profile: Profile, models_dir: Path, synthetic_dir: Path,
                   seed: int = 0, device=None, progress: bool = True) -> Augmented:
     """Downstream models on real + synthetic for every registered setting (`augment.grid`), seed s trained on
-    seed s's draw and paired with seed s trained on real only. The selected candidate's pool is drawn here,
-    once the selection is known; the realism filter's discriminators see the real training split only."""
+    seed s's draw and paired with seed s trained on real only. Each source's pool is its TSTR set and the extra
+    stays notebook 04 wrote (a missing file is an error, not a smaller pool); the selected candidate's extra
+    stays are drawn here, now that it is known, and kept in memory (04's folder stays 04's, and a pick of
+    earlier models is never reused). The realism filter's discriminators see the real training split only."""
     real = fitted.real
     chosen = selected_method(selection, real.task)
     sets = reported(fitted, selection).sets
     sources = [name for name in profile.augment_sources if name in sets]
-    if methods.SELECTED in sources and profile.augment_pool and not pool_path(synthetic_dir, chosen).exists():
-        sample_pools(real, profile, models_dir, synthetic_dir, [chosen], seed=seed, device=device, progress=progress)
-    pools = augmentation_pools(sets, synthetic_dir, sources, chosen)
+    pools = {}
+    for source in sources:
+        X, y = sets[source]
+        if profile.augment_pool:
+            X_more, y_more = (pool_sampler(real, profile, models_dir, seed=seed, device=device, progress=progress)
+                              .sample(chosen)[:2] if source == methods.SELECTED
+                              else load_synthetic(pool_path(synthetic_dir, source)))
+            X, y = np.concatenate([X, X_more]), np.concatenate([y, y_more])
+        pools[source] = (X, y)
     scores = None
     if profile.augment_realism:
         scores = augment.realism_scores(real.X_train, pools, fidelity.FidelityConfig.from_profile(
@@ -447,16 +447,18 @@ def fit_augmented(fitted: Fitted, selection: pd.DataFrame, profile: Profile, mod
                           for s in config.seeds]
             by_name[mix.name] = evaluate.fit_many(train_sets, real, config, config.seeds)
         models[arch] = by_name
-    return Augmented(real, settings, configs, models, chosen)
+    return Augmented(real, settings, configs, models)
 
 
-def augment_paired(augmented: Augmented, split: str, n_boot: int, seed: int = 0) -> pd.DataFrame:
-    """Per setting and downstream architecture: the seed-paired AUROC/AUPRC difference against real only on
-    `split` ("val" or "test") with its bootstrap CI over stays, beside the setting's own mean ± sd."""
+def augment_paired(augmented: Augmented, split: str, n_boot: int, seed: int = 0, archs=None) -> pd.DataFrame:
+    """Per setting and downstream architecture (`archs`, default all fitted): the seed-paired AUROC/AUPRC
+    difference against real only on `split` ("val" or "test") with its bootstrap CI over stays, beside the
+    setting's own mean ± sd."""
     real = augmented.real
     X, y = (real.X_val, real.y_val) if split == "val" else (real.X_test, real.y_test)
     rows = []
-    for arch, by_name in augmented.models.items():
+    for arch in archs or augmented.models:
+        by_name = augmented.models[arch]
         config = augmented.configs[arch]
         baseline = evaluate.predict_seeds(by_name["real"], X, config)
         for mix in augmented.settings:
@@ -475,9 +477,11 @@ def augment_paired(augmented: Augmented, split: str, n_boot: int, seed: int = 0)
 def augment_selection(augmented: Augmented, profile: Profile, seed: int = 0) -> pd.DataFrame:
     """Validation (set-a) paired gains of every setting with the GRU downstream; `selected` marks the one
     reported as `augment` (criterion: the paired AUROC + AUPRC gain over real only). The test set plays no part."""
-    paired = augment_paired(augmented, "val", profile.bootstrap, seed)
-    gru = paired[paired["downstream"] == "gru"].pivot_table(index="setting", columns="metric", values="diff",
-                                                             sort=False)
+    if "gru" not in augmented.models:
+        raise ValueError("the augmentation setting is chosen with the GRU downstream: augment_downstream must "
+                         f"include 'gru', got {tuple(augmented.models)}")
+    paired = augment_paired(augmented, "val", profile.bootstrap, seed, archs=("gru",))
+    gru = paired.pivot_table(index="setting", columns="metric", values="diff", sort=False)
     frame = pd.DataFrame({"task": augmented.real.task, "setting": gru.index, "val_d_auroc": gru["auroc"].to_numpy(),
                           "val_d_auprc": gru["auprc"].to_numpy()})
     frame["criterion"] = frame["val_d_auroc"] + frame["val_d_auprc"]

@@ -33,7 +33,7 @@ class NotebookFailed(RuntimeError):
 # What each step writes under outputs/ (globs): its manifest records their checksums, and the step is reused
 # only while they still match (a truncated or replaced artifact reruns the step that makes it).
 STEP_OUTPUTS = {"01_extraction": ("data/*.npz",), "02_train_classifier": artifacts.CLASSIFIER_GLOBS,
-                "03_train_diffusion": artifacts.GENERATIVE_GLOBS, "04_guided_sampling": ("synthetic/*/*.npz",),
+                "03_train_diffusion": artifacts.GENERATIVE_GLOBS, "04_guided_sampling": ("synthetic/*/*.npz", "synthetic/*/pool/*.npz"),
                 "05_evaluation": ("tables/*.csv",)}
 
 
