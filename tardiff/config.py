@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 from tardiff.classifier import ClassifierConfig, TrainConfig
 from tardiff.diffusion import DiffusionConfig, DiffusionTrainConfig
+from tardiff.generators import GENERATORS
 from tardiff.generators.biodiffusion import BioDiffusionConfig
 from tardiff.generators.diffusion_ts import DiffusionTSConfig
 from tardiff.generators.timegan import TimeGANConfig
@@ -19,8 +20,7 @@ from tardiff.unet1d import UNetConfig
 TASKS = ("mortality", "long_stay")
 # what augmentation adds to the real training split: the diffusion rows, the reported TarDiff pick and the
 # paper's five baselines (the candidates and ablations are not augmentation settings of their own)
-AUGMENT_SOURCES = ("ddpm", "cfg", "classifier_guidance", "tardiff", "timegan", "timevae", "timevqvae",
-                   "diffusion_ts", "biodiffusion")
+AUGMENT_SOURCES = ("ddpm", "cfg", "classifier_guidance", "tardiff", *GENERATORS)
 
 
 @dataclass

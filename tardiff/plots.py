@@ -214,65 +214,65 @@ def marginals(X_real, synthetic: dict, channels, path, preprocessor=None, max_va
     return _save(fig, path)
 
 
-def tsrtr_curves(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
-    """TSRTR AUROC and AUPRC against alpha per method (± sd over seeds); real-only as a dashed band."""
-    _style()
-    tasks = list(dict.fromkeys(df["task"]))
+def _task_by_metric(tasks, draw, path, title: str | None, legend_size: int) -> plt.Figure:
+    """One row per task, AUROC left and AUPRC right: `draw(ax, task, metric)` fills each panel."""
     fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.6 * len(tasks)), squeeze=False)
     for r, task in enumerate(tasks):
         for c, metric in enumerate(("auroc", "auprc")):
-            ax = axes[r, c]
-            for method, rows in df[df["task"] == task].groupby("method", sort=False):
-                rows = rows.sort_values("alpha")
-                mean, sd, color = rows[f"{metric}_mean"], rows[f"{metric}_sd"], method_color(method)
-                if method == "real":
-                    ax.axhline(mean.iloc[0], color=color, ls="--", label="Real only")
-                    ax.axhspan(mean.iloc[0] - sd.iloc[0], mean.iloc[0] + sd.iloc[0], color=color, alpha=0.08)
-                else:
-                    ax.errorbar(rows["alpha"], mean, yerr=sd, color=color, marker="o", capsize=3,
-                                label=_name(method))
-            ax.set_xlabel("α (synthetic stays per real training stay)")
-            ax.set_ylabel(f"test {metric.upper()}")
-            ax.set_title(f"{task}: real + α × synthetic")
-        axes[r, 0].legend(fontsize=8)
+            draw(axes[r, c], task, metric)
+        axes[r, 0].legend(fontsize=legend_size)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def tsrtr_curves(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
+    """TSRTR AUROC and AUPRC against alpha per method (± sd over seeds); real-only as a dashed band."""
+    _style()
+
+    def draw(ax, task, metric):
+        for method, rows in df[df["task"] == task].groupby("method", sort=False):
+            rows = rows.sort_values("alpha")
+            mean, sd, color = rows[f"{metric}_mean"], rows[f"{metric}_sd"], method_color(method)
+            if method == "real":
+                ax.axhline(mean.iloc[0], color=color, ls="--", label="Real only")
+                ax.axhspan(mean.iloc[0] - sd.iloc[0], mean.iloc[0] + sd.iloc[0], color=color, alpha=0.08)
+            else:
+                ax.errorbar(rows["alpha"], mean, yerr=sd, color=color, marker="o", capsize=3, label=_name(method))
+        ax.set_xlabel("α (synthetic stays per real training stay)")
+        ax.set_ylabel(f"test {metric.upper()}")
+        ax.set_title(f"{task}: real + α × synthetic")
+
+    return _task_by_metric(list(dict.fromkeys(df["task"])), draw, path, title, legend_size=8)
 
 
 def augmentation_gain(paired: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
     """Seed-paired test gain over real only (GRU downstream) against alpha, one line per synthetic source with
     its 95 % bootstrap CI; the zero line is real only. Plain settings (weight 1, real prevalence, no filter)."""
-    _style()
     from tardiff.augment import plain_rows
 
+    _style()
     plain = plain_rows(paired[paired["downstream"] == "gru"])
-    tasks = list(dict.fromkeys(plain["task"]))
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.6 * len(tasks)), squeeze=False)
-    for r, task in enumerate(tasks):
-        for c, metric in enumerate(("auroc", "auprc")):
-            ax = axes[r, c]
-            rows = plain[(plain["task"] == task) & (plain["metric"] == metric)]
-            sources = list(dict.fromkeys(rows["source"]))
-            for k, (source, line) in enumerate(rows.groupby("source", sort=False)):
-                line = line.sort_values("alpha")
-                x = line["alpha"] * (1 + 0.03 * (k - len(sources) / 2))  # side by side, so the CIs stay readable
-                ax.errorbar(x, line["diff"], yerr=[line["diff"] - line["ci_low"], line["ci_high"] - line["diff"]],
-                            color=method_color(source), marker="o", capsize=3, label=_name(source))
-            ax.axhline(0, color="black", lw=0.8, ls="--")
-            ax.set_xscale("log", base=2)
-            alphas = sorted(rows["alpha"].unique())
-            ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
-            ax.minorticks_off()
-            ax.set_xlabel("α (synthetic stays per real training stay)")
-            ax.set_ylabel(f"test {metric.upper()} − real only")
-            ax.set_title(f"{task}: paired gain of real + α × synthetic")
-        axes[r, 0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+
+    def draw(ax, task, metric):
+        rows = plain[(plain["task"] == task) & (plain["metric"] == metric)]
+        sources = list(dict.fromkeys(rows["source"]))
+        for k, (source, line) in enumerate(rows.groupby("source", sort=False)):
+            line = line.sort_values("alpha")
+            x = line["alpha"] * (1 + 0.03 * (k - len(sources) / 2))  # side by side, so the CIs stay readable
+            ax.errorbar(x, line["diff"], yerr=[line["diff"] - line["ci_low"], line["ci_high"] - line["diff"]],
+                        color=method_color(source), marker="o", capsize=3, label=_name(source))
+        ax.axhline(0, color="black", lw=0.8, ls="--")
+        ax.set_xscale("log", base=2)
+        alphas = sorted(rows["alpha"].unique())
+        ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
+        ax.minorticks_off()
+        ax.set_xlabel("α (synthetic stays per real training stay)")
+        ax.set_ylabel(f"test {metric.upper()} − real only")
+        ax.set_title(f"{task}: paired gain of real + α × synthetic")
+
+    return _task_by_metric(list(dict.fromkeys(plain["task"])), draw, path, title, legend_size=7)
 
 
 def ablation(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
