@@ -65,6 +65,8 @@ def generate_main(args) -> int:
     try:
         if args.n is not None and args.n < 1:
             raise ValueError(f"--n must be a positive number of stays, got {args.n}")
+        if args.alpha is not None and not args.alpha > 0:  # before any fitting, as --n
+            raise ValueError(f"--alpha must be > 0 synthetic stays per training stay, got {args.alpha}")
         if sum(v is not None for v in (args.n, args.alpha, args.per_label)) > 1:
             raise ValueError("give one of --n, --alpha and --per-label")
         n = args.n if args.per_label is None else _per_label(args.per_label)

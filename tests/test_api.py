@@ -74,7 +74,8 @@ def test_own_data_files_get_clear_errors(tmp_path, capsys):
     assert main(["generate", "--dataset", str(tmp_path / "noy.npz"), "--out", str(tmp_path / "o.npz"),
                  "--n", "0"]) == 2
     assert "--n" in capsys.readouterr().err
-    for bad in (["--per-label", "5"], ["--per-label", "0,0"], ["--per-label", "a,b"], ["--n", "5", "--alpha", "1"]):
+    for bad in (["--per-label", "5"], ["--per-label", "0,0"], ["--per-label", "a,b"], ["--n", "5", "--alpha", "1"],
+                ["--alpha", "0"], ["--alpha", "nan"]):
         assert main(["generate", "--dataset", str(tmp_path / "noy.npz"), "--out", str(tmp_path / "o.npz"), *bad]) == 2
         assert bad[0] in capsys.readouterr().err
 
