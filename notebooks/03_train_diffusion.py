@@ -40,7 +40,6 @@ from IPython.display import display
 
 from tardiff import artifacts, pipeline, plots, real_data
 from tardiff.config import get_profile, with_overrides
-from tardiff.generators import GENERATORS
 
 config = with_overrides(get_profile(profile), **overrides)
 print(config.unet, config.diffusion, config.diffusion_train, sep="\n")
@@ -58,13 +57,14 @@ tasks = real_data.tasks_for(dataset, config.tasks)
 # same weights whatever the core count.
 
 # %%
-print(*(f"{name}: {getattr(config.generators, name)}" for name in GENERATORS), sep="\n")
+print(*(f"{name}: {getattr(config.generators, name)}" for name in config.batch_generators), sep="\n")
 jobs = {artifacts.diffusion(paths["models"], "uncond", tasks[0]):
         ("diffusion", real_data.load_real(dataset, tasks[0], config, seed=seed).X_train, None)}
 for task in tasks:
     real = real_data.load_real(dataset, task, config, seed=seed)
     jobs[artifacts.diffusion(paths["models"], "cond", task)] = ("diffusion", real.X_train, real.y_train)
-    jobs |= {artifacts.generator(paths["models"], name, task): (name, real.X_train, real.y_train) for name in GENERATORS}
+    jobs |= {artifacts.generator(paths["models"], name, task): (name, real.X_train, real.y_train)
+             for name in config.batch_generators}
 histories = pipeline.train_generative_models(jobs, config, seed=seed, device=device)
 plots.diffusion_loss(histories[artifacts.diffusion(paths["models"], "uncond", tasks[0])]["loss"],
                      Path(figures_dir) / "diffusion_loss.png", loss_name=config.diffusion.loss.upper())

@@ -131,6 +131,9 @@ class Profile:
     augment_pool: int = 3                   # notebook 04 draws this many extra stays per real training stay
     augment_downstream: tuple = ("gru", "cnn")
     generators: GeneratorSettings = field(default_factory=GeneratorSettings)
+    # the baseline generators the batch fits, samples and scores (`--set batch_generators=` for none: the
+    # diffusion rows only, e.g. to measure augmentation where the five do not fit the machine's time)
+    batch_generators: tuple = tuple(GENERATORS)
 
 
 def get_profile(name: str) -> Profile:
@@ -240,6 +243,8 @@ def _coerce(value, current, key: str):
                 raise ValueError
             return number
         if isinstance(current, tuple):
+            if isinstance(value, str) and not value.strip():
+                return ()  # `--set key=`: the empty tuple
             items = value.split(",") if isinstance(value, str) else list(value)
             like = current[0] if current else ""
             return tuple(_coerce(item.strip() if isinstance(item, str) else item, like, key) for item in items)

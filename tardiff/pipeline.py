@@ -180,13 +180,24 @@ def build_references(real: RealData, profile: Profile, models_dir: Path, seed: i
                                        device=device, progress=progress)
 
 
+def batch_methods(profile: Profile) -> list[str]:
+    """The registered methods the batch runs: every one but the baseline generators left out of
+    `profile.batch_generators`."""
+    unknown = sorted(set(profile.batch_generators) - set(GENERATORS))
+    if unknown:
+        raise ValueError(f"setting 'batch_generators' names {unknown}, not baseline generators; choose from "
+                         f"{list(GENERATORS)}")
+    return [name for name in methods.methods()
+            if methods.REGISTRY[name].backbone not in GENERATORS or name in profile.batch_generators]
+
+
 def sample_methods(real: RealData, profile: Profile, models_dir: Path, out_dir: Path, seed: int = 0,
                    device=None, progress: bool = True, names=None) -> dict[str, Path]:
-    """Every registered method's synthetic set of one task (the real training set's count per label)."""
+    """Every method's synthetic set of one task (`batch_methods`; the real training set's count per label)."""
     sampler = Sampler(real.X_train, real.y_train, real.task, profile, models_dir, seed=seed, device=device,
                       progress=progress)
     written = {}
-    for name, X, y, info, seconds in _draws(sampler, names or methods.methods()):
+    for name, X, y, info, seconds in _draws(sampler, names or batch_methods(profile)):
         written[name] = save_synthetic(out_dir / f"{name}.npz", X, y, config=info, seed=seed, wall_time_s=seconds,
                                        method=name, task=real.task, ddim_steps=profile.sampling.ddim_steps)
         log.info("%s/%s: %d stays in %.0f s", real.task, name, len(y), seconds)
@@ -208,9 +219,10 @@ def pool_path(synthetic_dir: Path, name: str) -> Path:
 
 
 def pooled_in_sampling(profile: Profile) -> list[str]:
-    """The augmentation sources notebook 04 draws extra stays for: every one but the validation pick, which
-    notebook 05 draws once it is known (`fit_augmented`)."""
-    return [name for name in profile.augment_sources if name != methods.SELECTED] if profile.augment_pool else []
+    """The augmentation sources notebook 04 draws extra stays for: every one the batch samples but the
+    validation pick, which notebook 05 draws once it is known (`fit_augmented`)."""
+    run = set(batch_methods(profile))
+    return [name for name in profile.augment_sources if name in run] if profile.augment_pool else []
 
 
 def pool_sampler(real: RealData, profile: Profile, models_dir: Path, seed: int = 0, device=None,
@@ -277,7 +289,7 @@ def fit_all(real: RealData, profile: Profile, synthetic_dir: Path, seed: int = 0
             progress: bool = True) -> Fitted:
     """Downstream models (n_seeds each) on the real training set and on every synthetic set."""
     config = evaluate.EvalConfig.from_profile(profile, seed=seed, device=device)
-    sets = load_method_sets(synthetic_dir)
+    sets = load_method_sets(synthetic_dir, batch_methods(profile))
     models = evaluate.fit_sets({"real": (real.X_train, real.y_train), **sets}, real, replace(config, progress=progress))
     return Fitted(real, sets, config, models)
 
@@ -422,6 +434,9 @@ def fit_augmented(fitted: Fitted, selection: pd.DataFrame, profile: Profile, mod
     chosen = selected_method(selection, real.task)
     sets = reported(fitted, selection).sets
     sources = [name for name in profile.augment_sources if name in sets]
+    if len(sources) < len(profile.augment_sources):
+        log.warning("%s: augment_sources %s are not in this batch (batch_generators); augmenting with %s",
+                    real.task, [n for n in profile.augment_sources if n not in sets], sources)
     pools = {}
     for source in sources:
         X, y = sets[source]
