@@ -91,3 +91,46 @@ def test_demo_extracts_load_in_the_pipeline(tmp_path, extractor):
                        only=("01_extraction", "02_train_classifier"))
     assert not report["02_train_classifier"]["skipped"]
     assert (tmp_path / "outputs" / "models" / "classifier_mortality.pt").exists()
+
+
+def test_batch_generators_choose_the_generators_the_batch_runs():
+    """`batch_generators` leaves baseline generators out of every step (sampling, pools, fitting); others stay."""
+    from tardiff import methods, pipeline
+    from tardiff.config import parse_overrides, with_overrides
+    from tardiff.generators import GENERATORS
+
+    default = get_profile("default")
+    assert pipeline.batch_methods(default) == methods.methods()
+    none = with_overrides(default, **parse_overrides(["batch_generators="]))
+    assert none.batch_generators == ()
+    assert pipeline.batch_methods(none) == [m for m in methods.methods() if m not in GENERATORS]
+    assert pipeline.pooled_in_sampling(none) == ["ddpm", "cfg", "classifier_guidance"]
+    one = with_overrides(default, batch_generators=("timevae",))
+    assert set(pipeline.batch_methods(one)) - set(pipeline.batch_methods(none)) == {"timevae"}
+    with pytest.raises(ValueError, match="batch_generators.*'tvae'"):
+        pipeline.batch_methods(with_overrides(default, batch_generators=("tvae",)))
+
+
+def test_paper_table_marks_generators_not_run_and_margins_use_those_run():
+    """A generator left out of the batch keeps an empty 'not run' row; a missing diffusion row is an error;
+    the margins are over the baselines that ran, and skipped where none did."""
+    import pandas as pd
+
+    from tardiff import paper
+
+    def tstr(names):
+        return pd.DataFrame([{"task": task, "method": name, "auroc_mean": value, "auroc_sd": .01,
+                              "auprc_mean": value / 2, "auprc_sd": .01}
+                             for task in paper.TASKS for value, name in zip(np.linspace(.6, .7, len(names)), names)])
+
+    rows = ["real", "tardiff", *paper.EXTRA_ROWS]
+    table = paper.ours(tstr(rows))
+    not_run = table[table["method"].isin(paper.BASELINES)]
+    assert not_run["label"].str.endswith("(not run)").all() and not_run["mortality_auroc"].isna().all()
+    assert paper.margins(table).empty
+    assert "| TimeGAN (not run) |  |" in paper.markdown(table)
+    with_one = paper.ours(tstr(["timevae", *rows]))  # timevae .6 is the best (the only) baseline
+    margins = paper.margins(with_one)
+    assert set(margins["best_baseline"]) == {"timevae"} and len(margins) == len(paper.COLUMNS)
+    with pytest.raises(ValueError, match="lacks \\['cfg'\\]"):
+        paper.ours(tstr([m for m in rows if m != "cfg"]))
