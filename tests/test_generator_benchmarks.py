@@ -72,3 +72,29 @@ def test_a_setting_no_generator_has_is_refused(capsys):
 def test_a_setting_of_the_wrong_type_is_refused_before_any_fit(capsys):
     assert bench.main(["--generators", "timegan", "--reductions", "iterations=many", "--fitted-only"]) == 2
     assert "iterations" in capsys.readouterr().err
+
+
+def test_timevqvae_stage1_reconstructs_through_the_codebooks(tmp_path, one_thread):
+    """experiments/timevqvae_stage1.py: the reconstruction is D(Q(E(x))) of each band in data units, summed,
+    its code counts are those of the tokens, and the curvature count is 0 on a sine and L - 3 on a zig-zag."""
+    import torch
+
+    from experiments import timevqvae_stage1 as stage1
+    from tardiff.generators import get_generator
+    from tardiff.generators.timevqvae import TimeVQVAEConfig
+
+    X = np.random.default_rng(0).random((30, 24, 2)).astype(np.float32)
+    gen = get_generator("timevqvae", TimeVQVAEConfig.tiny(), max_steps_stage1=2, max_steps_stage2=2)
+    model = gen.fit(X, None, progress=False).parts[None].model.eval()
+    R, info = stage1.reconstruct(model, X, batch=7)     # batches of 7: the split must not matter
+    z = (torch.as_tensor(X).transpose(1, 2) - model.data_mean) / model.data_std
+    with torch.no_grad():
+        by_hand = sum(model.vqvae.branch(band)[2](model.vqvae.quantize(band, z)[0]) for band in ("lf", "hf"))
+    np.testing.assert_allclose(R, (by_hand * model.data_std + model.data_mean).transpose(1, 2).numpy(), atol=1e-5)
+    tokens = model.vqvae.tokens(z)
+    assert info["lf_codes_used"] == len(torch.unique(tokens[0])) <= info["lf_codebook_size"]
+    assert info["hf_relative_mse"] >= 0 and 0 <= info["lf_codes_collapsed"] <= info["lf_codebook_size"]
+    t = np.arange(24, dtype=np.float32)
+    assert stage1.curvature_sign_changes(np.sin(0.1 * t + 0.2)[None, :, None]) == 0   # no inflection in (0, pi)
+    assert stage1.curvature_sign_changes(((-1.0) ** t)[None, :, None]) == 24 - 3
+    assert stage1.main(["--work", str(tmp_path)]) == 2   # no fitted model there: a clear refusal
