@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository's experiments/
 from experiments.generator_benchmarks import METRICS, _commit, context_encoders, score
 from tardiff import benchmark_data, field_metrics
 from tardiff.generators import load_generator

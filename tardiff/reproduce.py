@@ -173,8 +173,8 @@ def portable_paths(text: str, outputs: str | Path, figures: str | Path = "figure
 def publish(outputs: str | Path, results: str | Path, profile: str, figures: str | Path = "figures",
             data_dir=None) -> Path:
     """Copy a finished run's tables and executed notebooks to `results` (committed, so README's numbers are
-    traceable; the notebooks without this machine's paths), with a manifest naming the commit, the profile
-    and each step's wall time."""
+    traceable; the notebooks without this machine's paths), with a manifest naming the commit, the profile, its
+    `--set` overrides (one set for every step, else an error) and each step's wall time."""
     import shutil
     import subprocess
 
@@ -191,7 +191,12 @@ def publish(outputs: str | Path, results: str | Path, profile: str, figures: str
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "tardiff", "notebooks"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip())
     steps = {name: read_manifest(outputs / "notebooks" / f"{name}.json") for name in NOTEBOOKS}
-    write_manifest(results / "manifest.json", config={"profile": profile}, seed=None,
+    overrides = {name: (m.get("config") or {}).get("overrides") or {} for name, m in steps.items() if m}
+    if len({json.dumps(o, sort_keys=True) for o in overrides.values()}) > 1:
+        raise ValueError(f"the steps under {outputs} ran with different --set overrides {overrides}; rerun the batch "
+                         "with one set before publishing")
+    write_manifest(results / "manifest.json", seed=None,
+                   config={"profile": profile, "overrides": next(iter(overrides.values()), {})},
                    wall_time_s=sum((m or {}).get("wall_time_s") or 0 for m in steps.values()), commit=commit,
                    code_changed_since_commit=dirty,
                    steps={name: {"wall_time_s": (m or {}).get("wall_time_s"), "created": (m or {}).get("created")}

@@ -133,6 +133,7 @@ def test_smoke_reproduction_end_to_end(tmp_path):
     published = publish(outputs, tmp_path / "results", "smoke", figures, _smoke_data_dir())
     manifest = json.loads((published / "manifest.json").read_text())
     assert len(manifest["commit"]) == 40 and manifest["steps"]["05_evaluation"]["wall_time_s"] > 0
+    assert manifest["config"] == {"profile": "smoke", "overrides": {}}
     assert (published / "tstr.csv").read_bytes() == (outputs / "tables" / "tstr.csv").read_bytes()
     assert len(list((published / "notebooks").glob("*.ipynb"))) == len(NOTEBOOKS)
     for path in (published / "notebooks").glob("*.ipynb"):  # valid, and without this machine's paths
@@ -174,6 +175,16 @@ def test_set_overrides_are_type_checked_and_recorded(tmp_path):
                        figures=str(tmp_path / "fig"), only=("01_extraction",), overrides={"n_seeds": "4"})
     manifest = json.loads((tmp_path / "out" / "notebooks" / "01_extraction.json").read_text())
     assert manifest["config"]["overrides"] == {"n_seeds": "4"} and not report["01_extraction"]["skipped"]
+    from tardiff.reproduce import publish
+
+    (tmp_path / "out" / "tables").mkdir()
+    (tmp_path / "out" / "tables" / "t.csv").write_text("a\n1\n")
+    published = json.loads((publish(tmp_path / "out", tmp_path / "res", "smoke") / "manifest.json").read_text())
+    assert published["config"] == {"profile": "smoke", "overrides": {"n_seeds": "4"}}   # what the tables ran with
+    step = tmp_path / "out" / "notebooks" / "02_train_classifier.json"
+    step.write_text(json.dumps({**manifest, "config": {**manifest["config"], "overrides": {}}}))
+    with pytest.raises(ValueError, match="different --set overrides"):
+        publish(tmp_path / "out", tmp_path / "res", "smoke")
 
 
 def test_a_failing_step_is_not_done_and_later_steps_follow_its_outputs(tmp_path, monkeypatch):
