@@ -182,6 +182,11 @@ def publish(outputs: str | Path, results: str | Path, profile: str, figures: str
     tables = sorted((outputs / "tables").glob("*.csv"))
     if not tables:
         raise FileNotFoundError(f"no tables under {outputs / 'tables'}: run the batch first")
+    steps = {name: read_manifest(outputs / "notebooks" / f"{name}.json") for name in NOTEBOOKS}
+    overrides = {name: (m.get("config") or {}).get("overrides") or {} for name, m in steps.items() if m}
+    if len({json.dumps(o, sort_keys=True) for o in overrides.values()}) > 1:
+        raise ValueError(f"the steps under {outputs} ran with different --set overrides {overrides}; rerun the batch "
+                         "with one set before publishing")
     (results / "notebooks").mkdir(parents=True, exist_ok=True)
     for path in tables + sorted((outputs / "tables").glob("*.md")):
         shutil.copyfile(path, results / path.name)
@@ -190,11 +195,6 @@ def publish(outputs: str | Path, results: str | Path, profile: str, figures: str
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "tardiff", "notebooks"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip())
-    steps = {name: read_manifest(outputs / "notebooks" / f"{name}.json") for name in NOTEBOOKS}
-    overrides = {name: (m.get("config") or {}).get("overrides") or {} for name, m in steps.items() if m}
-    if len({json.dumps(o, sort_keys=True) for o in overrides.values()}) > 1:
-        raise ValueError(f"the steps under {outputs} ran with different --set overrides {overrides}; rerun the batch "
-                         "with one set before publishing")
     write_manifest(results / "manifest.json", seed=None,
                    config={"profile": profile, "overrides": next(iter(overrides.values()), {})},
                    wall_time_s=sum((m or {}).get("wall_time_s") or 0 for m in steps.values()), commit=commit,
@@ -238,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(r["wall_time_s"] or 0 for r in report.values() if not r["skipped"])
     print(f"[reproduce] all steps done; {total:.0f} s of work this run")
     if args.publish:
-        published = publish(args.outputs, args.publish, args.profile, args.figures, args.data_dir)
+        try:
+            published = publish(args.outputs, args.publish, args.profile, args.figures, args.data_dir)
+        except (ValueError, FileNotFoundError) as error:  # checked before anything is copied
+            print(f"[reproduce] not published: {error}", file=sys.stderr)
+            return 2
         print(f"[reproduce] published to {published}")
     return 0
 

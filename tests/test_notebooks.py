@@ -184,7 +184,8 @@ def test_set_overrides_are_type_checked_and_recorded(tmp_path):
     step = tmp_path / "out" / "notebooks" / "02_train_classifier.json"
     step.write_text(json.dumps({**manifest, "config": {**manifest["config"], "overrides": {}}}))
     with pytest.raises(ValueError, match="different --set overrides"):
-        publish(tmp_path / "out", tmp_path / "res", "smoke")
+        publish(tmp_path / "out", tmp_path / "refused", "smoke")
+    assert not (tmp_path / "refused").exists()   # checked before anything is copied
 
 
 def test_a_failing_step_is_not_done_and_later_steps_follow_its_outputs(tmp_path, monkeypatch):
