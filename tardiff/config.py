@@ -135,6 +135,12 @@ class Profile:
     # diffusion rows only, e.g. to measure augmentation where the five do not fit the machine's time)
     batch_generators: tuple = tuple(GENERATORS)
 
+    def __post_init__(self):  # every profile and override passes here: a bad name stops before any notebook runs
+        unknown = sorted(set(self.batch_generators) - set(GENERATORS))
+        if unknown:
+            raise ValueError(f"setting 'batch_generators' names {unknown}, not baseline generators; choose from "
+                             f"{list(GENERATORS)}")
+
 
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:

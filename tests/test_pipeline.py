@@ -107,8 +107,10 @@ def test_batch_generators_choose_the_generators_the_batch_runs():
     assert pipeline.pooled_in_sampling(none) == ["ddpm", "cfg", "classifier_guidance"]
     one = with_overrides(default, batch_generators=("timevae",))
     assert set(pipeline.batch_methods(one)) - set(pipeline.batch_methods(none)) == {"timevae"}
-    with pytest.raises(ValueError, match="batch_generators.*'tvae'"):
-        pipeline.batch_methods(with_overrides(default, batch_generators=("tvae",)))
+    with pytest.raises(ValueError, match="batch_generators.*'tvae'"):   # refused by the profile itself
+        with_overrides(default, batch_generators=("tvae",))
+    from tardiff.reproduce import main   # so `--set` stops before any notebook runs
+    assert main(["--profile", "smoke", "--set", "batch_generators=tvae", "--outputs", "/nonexistent"]) == 2
 
 
 def test_paper_table_marks_generators_not_run_and_margins_use_those_run():
