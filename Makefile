@@ -9,7 +9,7 @@ PROFILE ?= default
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: reproduce test bench sync-notebooks clean-venv
+.PHONY: reproduce test docs bench sync-notebooks clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# the tables and marked numbers of README.md and docs/, written from results/ (tardiff/report.py)
+docs: $(STAMP)
+	$(PY) -m tardiff.report
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

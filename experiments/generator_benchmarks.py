@@ -37,7 +37,7 @@ from tardiff.utils import json_digest, to_jsonable, write_manifest
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("context_fid", "correlational", "discriminative", "predictive")
 
-# The Diffusion-TS paper, Table 1 (mean, 95 % half-width): ../shared/notes/baselines.md.
+# The Diffusion-TS paper (Yuan & Qiao, ICLR 2024, arXiv 2403.01742), Table 1 (mean, 95 % half-width).
 PUBLISHED = {
     ("diffusion_ts", "sines"): {"context_fid": (.006, .000), "correlational": (.015, .004),
                                 "discriminative": (.006, .007), "predictive": (.093, .000)},

@@ -13,7 +13,8 @@ fires is dropped from the stack; the others go on. A member given as (X, y, w) w
 predictions (on a CPU; on a GPU the dropout masks come from each member's CPU stream, where
 train_classifier draws them on the GPU).
 
-How much faster than one at a time is measured by benchmarks/bench_evaluate.py (outputs/benchmarks/, README).
+How much faster than one at a time is measured by benchmarks/bench_evaluate.py (outputs/benchmarks/,
+docs/benchmarks.md).
 The CPU is bound by memory traffic here, so groups stay small (4 members); on a GPU they can be large.
 """
 from __future__ import annotations

@@ -55,7 +55,7 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            about="class-conditional DDPM with classifier-free guidance: TarDiff's backbone"),
     Method(name="classifier_guidance", role="baseline", backbone="uncond", baseline="ddpm", guidance="classifier",
            scale="classifier_guidance_scale", normalize_step=False, about="∇ log p(y | x̂0) of f_theta"),
-    # the paper's five baseline generators, as their authors built them (tardiff.generators; README)
+    # the paper's five baseline generators, as their authors built them (tardiff.generators; docs/generators.md)
     Method(name="timegan", role="baseline", backbone="timegan",
            about="TimeGAN (Yoon et al. 2019): one model per label"),
     Method(name="timevae", role="baseline", backbone="timevae",

@@ -20,8 +20,9 @@ LABELS = {"timegan": "TimeGAN", "timevae": "TimeVAE", "timevqvae": "TimeVQVAE", 
 TASKS = ("mortality", "long_stay")
 METRICS = ("auprc", "auroc")
 
-# The paper's TSTR results (figures/TarDiff_result.png of microsoft/TimeCraft, TarDiff named "TimeCraft" there;
-# ../shared/notes/paper-results.md): {dataset: {row: (mortality AUPRC, AUROC, ICU-stay AUPRC, AUROC)}}.
+# The paper's TSTR table (Deng et al., KDD 2025, arXiv 2504.17613), as its authors publish it in the figure
+# figures/TarDiff_result.png of microsoft/TimeCraft (TarDiff named "TimeCraft" there); shown in docs/results.md.
+# {dataset: {row: (mortality AUPRC, AUROC, ICU-stay AUPRC, AUROC)}}.
 PUBLISHED = {
     "MIMIC-III": {"timegan": (.1402, .5144, .3645, .5431), "timevae": (.0957, .5392, .3939, .5656),
                   "timevqvae": (.0874, .5182, .3790, .5389), "diffusion_ts": (.0865, .5330, .3451, .4946),

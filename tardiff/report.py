@@ -1,0 +1,236 @@
+"""The tables and quoted numbers of README.md and docs/ written from results/, never typed by hand.
+
+A page marks what is generated with HTML comments (paths relative to the repository root):
+
+    <!-- table: results/default/tstr.md -->                       a results file: .md copied, .csv rendered
+    <!-- table: results/default/paired.csv task=mortality metric=auroc|auprc cols=method,diff:Δ -->
+    <!-- table: tardiff.config:settings_table -->                 a function returning markdown or a DataFrame
+    ...written by `python -m tardiff.report`...
+    <!-- /table -->
+
+    <!-- value: results/default/paired.csv task=mortality method=tardiff metric=auroc fmt=ci -->…<!-- /value -->
+
+Words after the source: `name=a|b` keeps the rows whose column `name` is a or b, `name!=a|b` drops them
+(for a function: a keyword argument); `cols=a,b:Header` picks and renames columns; `digits=N`; `ci=1` joins
+diff / ci_low / ci_high into one cell; `pivot=name` spreads a column's values into columns (the last column
+fills them). A value names one cell: `col=`, or `key=a.b` in
+a JSON file; `fmt=num|signed|ci|int`, `agg=min|max` over several rows. Quote words with spaces ("a b").
+`python -m tardiff.report --check` rewrites nothing and fails when a page and the results it quotes disagree.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"(<!-- (table|value): (.*?) -->)(.*?)(<!-- /\2 -->)", re.S)
+OPTIONS = {"cols", "digits", "ci", "pivot", "col", "key", "fmt", "agg"}
+
+
+def pages(root: Path = ROOT) -> list[Path]:
+    """The pages the report keeps: README.md and every docs/*.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def _parse(spec: str) -> tuple[str, dict, dict]:
+    """'source k=v ...' -> (source, filters or keyword arguments, options)."""
+    source, *words = shlex.split(spec)
+    if bad := [word for word in words if "=" not in word]:
+        raise ValueError(f"{bad} in {spec!r}: every word after the source is name=value")
+    pairs = dict(word.split("=", 1) for word in words)
+    return (source, {k: v for k, v in pairs.items() if k not in OPTIONS},
+            {k: v for k, v in pairs.items() if k in OPTIONS})
+
+
+def _load(source: str, args: dict, root: Path):
+    """A results file (DataFrame, dict for JSON, str for .md) or what a `module:function` returns."""
+    if ":" in source:
+        module, name = source.split(":")
+        try:
+            function = getattr(importlib.import_module(module), name, None)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+            function = None
+        if function is None:
+            return None  # not written yet: the page says so (render_table)
+        if "root" in inspect.signature(function).parameters:
+            args = {**args, "root": root}
+        return function(**args)
+    path = root / source
+    if not path.is_file():
+        raise FileNotFoundError(f"{source}: no such results file")
+    if path.suffix == ".md":
+        if args:
+            raise ValueError(f"{source}: a .md file is copied whole; filter its .csv instead")
+        return path.read_text()
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    table = pd.read_csv(path)
+    for key, wanted in args.items():
+        column = key.rstrip("!")  # name!=a|b drops those rows
+        if column not in table.columns:
+            raise KeyError(f"{source}: no column {column!r} to filter on")
+        table = table[table[column].astype(str).isin(wanted.split("|")) != key.endswith("!")]
+    return table
+
+
+def _number(value: float, fmt: str = "num", digits: int = 3) -> str:
+    """Prose style: .693, −.031, +.013, 6,438."""
+    if fmt == "int":
+        return f"{value:,.0f}"
+    text = f"{value:+.{digits}f}" if fmt in ("signed", "ci") else f"{value:.{digits}f}"
+    text = re.sub(r"^([+-]?)0\.", r"\1.", text)
+    return text.replace("-", "−")
+
+
+def _interval(diff: float, low: float, high: float, digits: int = 3) -> str:
+    """A paired difference with its CI as the results tables write it: +0.013 [+0.005, +0.021]."""
+    if np.isnan(diff):
+        return ""
+    return f"{diff:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def _cell(value, digits: int) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "" if np.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as a markdown table; floats to `digits` decimals, NaN empty (as results/*.md are)."""
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(_cell(v, digits) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def render_table(spec: str, root: Path = ROOT) -> str:
+    """The markdown a `<!-- table: spec -->` marker holds."""
+    source, args, options = _parse(spec)
+    result = _load(source, args, root)
+    if result is None:
+        return f"*Not generated yet: `{source}` does not exist in this version of the package.*\n"
+    if isinstance(result, str):
+        return result if result.endswith("\n") else result + "\n"
+    table, digits = result.copy(), int(options.get("digits", 3))
+    if table.empty:
+        raise ValueError(f"{spec}: no rows")
+    if options.get("ci"):
+        table["diff"] = [_interval(d, lo, hi, digits) for d, lo, hi in
+                         zip(table["diff"], table["ci_low"], table["ci_high"])]
+        table = table.drop(columns=["ci_low", "ci_high"])
+    names = {}
+    if "cols" in options:
+        names = dict((c.split(":", 1) + [c])[:2] for c in options["cols"].split(","))
+        table = table[list(names)]
+    if "pivot" in options:  # the pivot column's values become columns, the last column fills them
+        column, value = options["pivot"], table.columns[-1]
+        index = [c for c in table.columns if c not in (column, value)]
+        table = table.pivot_table(index=index, columns=column, values=value, aggfunc="first", sort=False)
+        table = table[list(dict.fromkeys(result[column]))].reset_index()
+        table.columns.name = None
+    return markdown(table.rename(columns=names), digits)
+
+
+def render_value(spec: str, root: Path = ROOT) -> str:
+    """The text a `<!-- value: spec -->` marker holds: one number of a results file, in prose style."""
+    source, args, options = _parse(spec)
+    fmt, digits = options.get("fmt", "num"), int(options.get("digits", 3))
+    if source.endswith(".json"):
+        value = _load(source, {}, root)
+        for part in options["key"].split("."):
+            value = value[part]
+        return _number(float(value), fmt, digits)
+    rows = _load(source, args, root)
+    if len(rows) != 1 and "agg" not in options:
+        raise ValueError(f"{spec}: {len(rows)} rows match, not one (add filters or agg=min|max)")
+    if fmt == "ci":
+        row = rows.iloc[0]
+        return f"{_number(row['diff'], 'ci', digits)} [{_number(row['ci_low'], 'ci', digits)}, " \
+               f"{_number(row['ci_high'], 'ci', digits)}]"
+    column = rows[options["col"]]
+    return _number(float(getattr(column, options.get("agg", "max"))()), fmt, digits)
+
+
+def rewrite(text: str, root: Path = ROOT) -> str:
+    """`text` with every marker's contents generated afresh."""
+    def fill(match: re.Match) -> str:
+        opening, kind, spec, _, closing = match.groups()
+        try:
+            if kind == "value":
+                return opening + render_value(spec, root) + closing
+            return f"{opening}\n{render_table(spec, root)}{closing}"
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"{opening} {error}") from error
+    return BLOCK.sub(fill, text)
+
+
+def stale(paths=None, root: Path = ROOT) -> list[Path]:
+    """The pages whose generated parts differ from what results/ gives now."""
+    return [p for p in (paths or pages(root)) if rewrite(p.read_text(), root) != p.read_text()]
+
+
+def glance(task: str, results: str = "results/default", root: Path = ROOT) -> pd.DataFrame:
+    """README's table of one task: real data, `cfg`, the reported `tardiff` and the best of the five baseline
+    generators (by TSTR AUROC), with TSTR (GRU, mean ± sd) and the seed-paired difference against `cfg`."""
+    from tardiff import paper  # noqa: PLC0415 (only the README table needs it)
+    folder = root / results
+    tstr = pd.read_csv(folder / "tstr.csv").query("task == @task").set_index("method")
+    paired = pd.read_csv(folder / "paired.csv").query("task == @task and baseline == 'cfg' and downstream == 'gru'")
+    run = [m for m in paper.BASELINES if m in tstr.index]
+    best = tstr.loc[run, "auroc_mean"].idxmax() if run else None
+    rows = [("real data", "real"), ("`cfg`, TarDiff's backbone unguided", "cfg"),
+            (f"`tardiff` as reported (validation picked `{tstr.loc['tardiff', 'selected_from']}`)", "tardiff"),
+            (f"best of the five baselines: {paper.LABELS[best]}" if best else
+             "best of the five baselines", best)]
+    out = []
+    for label, method in rows:
+        row = {"": label}
+        for metric in ("auroc", "auprc"):
+            name = f"TSTR {metric.upper()}"
+            row[name] = (f"{tstr.loc[method, metric + '_mean']:.3f} ± {tstr.loc[method, metric + '_sd']:.3f}"
+                         if method else "not in this run")
+        for metric in ("auroc", "auprc"):
+            d = paired[(paired["method"] == method) & (paired["metric"] == metric)]
+            row[f"Δ {metric.upper()} vs `cfg` [95 % CI]"] = \
+                _interval(*d[["diff", "ci_low", "ci_high"]].iloc[0]) if len(d) else ""
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pages", nargs="*", type=Path, help="pages to rewrite (default: README.md, docs/*.md)")
+    parser.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if a page is out of date")
+    args = parser.parse_args(argv)
+    failed = False
+    for path in [p.resolve() for p in args.pages] or pages():
+        text = path.read_text()
+        try:
+            new = rewrite(text)
+        except ValueError as error:
+            print(f"error: {path}: {error}", file=sys.stderr)
+            return 2
+        if new == text:
+            continue
+        if args.check:
+            failed = True
+            print(f"{path}: its tables or values differ from results/; run `python -m tardiff.report` "
+                  "(make docs)", file=sys.stderr)
+        else:
+            path.write_text(new)
+            print(f"wrote {path}")
+    return int(failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""README.md and docs/: their tables and marked numbers equal what results/ gives (tardiff.report), every
+relative link resolves, and nothing points a user at a file outside the repository."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tardiff import report
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = report.pages(ROOT)
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+OUTSIDE = re.compile(r"\.\./shared|/work/|shared/notes/")
+
+
+def test_readme_is_short_and_gives_the_two_commands_first():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.encode()) <= 16_000
+    head = "\n".join(text.splitlines()[:40])
+    assert "make reproduce" in head and "make test" in head
+    assert len(list((ROOT / "docs").glob("*.md"))) >= 5
+
+
+def test_ci_runs_the_test_command_readme_gives():
+    assert "make test" in (ROOT / "README.md").read_text()
+    assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+def test_every_page_matches_the_results_it_quotes():
+    stale = report.stale(PAGES, ROOT)
+    assert not stale, f"{[str(p.relative_to(ROOT)) for p in stale]} differ from results/: run `make docs`"
+
+
+def test_the_check_command_agrees():
+    done = subprocess.run([sys.executable, "-m", "tardiff.report", "--check"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A repository of one results table and one page quoting it."""
+    (tmp_path / "results").mkdir()
+    pd.DataFrame({"task": ["a", "a", "b"], "method": ["x", "y", "x"], "metric": ["auroc"] * 3,
+                  "diff": [0.0123, -0.0456, float("nan")], "ci_low": [0.001, -0.08, 0.0],
+                  "ci_high": [0.02, -0.01, 0.0]}).to_csv(tmp_path / "results" / "t.csv", index=False)
+    page = tmp_path / "page.md"
+    page.write_text("Gain <!-- value: results/t.csv task=a method=x col=diff fmt=signed -->+.012<!-- /value -->.\n\n"
+                    "<!-- table: results/t.csv task=a cols=method,diff:Δ -->\n"
+                    "| method | Δ |\n|---|---|\n| x | 0.012 |\n| y | -0.046 |\n<!-- /table -->\n")
+    return tmp_path, page
+
+
+def test_check_passes_when_the_page_agrees(tiny):
+    root, page = tiny
+    assert report.stale([page], root) == []
+
+
+@pytest.mark.parametrize("typed, generated", [("+.012<", "+.013<"), ("| y | -0.046 |", "| y | -0.047 |")])
+def test_check_fails_on_a_number_or_table_cell_that_differs(tiny, typed, generated):
+    root, page = tiny
+    page.write_text(page.read_text().replace(typed, generated))
+    assert report.stale([page], root) == [page]
+    page.write_text(report.rewrite(page.read_text(), root))
+    assert report.stale([page], root) == []
+
+
+def test_check_fails_when_the_results_change(tiny):
+    root, page = tiny
+    table = pd.read_csv(root / "results" / "t.csv")
+    table.loc[1, "diff"] = -0.5
+    table.to_csv(root / "results" / "t.csv", index=False)
+    assert report.stale([page], root) == [page]
+
+
+def test_table_options(tiny):
+    root, _ = tiny
+    both = report.render_table("results/t.csv method!=y ci=1 cols=task,metric,diff pivot=task", root)
+    assert both.splitlines() == ["| metric | a | b |", "|---|---|---|",
+                                 "| auroc | +0.012 [+0.001, +0.020] |  |"]
+    plain = report.render_table("results/t.csv method=x|y task=a cols=diff digits=2", root)
+    assert plain.splitlines()[2:] == ["| 0.01 |", "| -0.05 |"]
+
+
+def test_values_in_prose_style(tiny):
+    root, _ = tiny
+    assert report.render_value("results/t.csv task=a method=y fmt=ci", root) == "−.046 [−.080, −.010]"
+    assert report.render_value("results/t.csv task=a col=diff agg=min", root) == "−.046"
+    with pytest.raises(ValueError, match="2 rows match"):
+        report.render_value("results/t.csv task=a col=diff", root)
+
+
+def test_a_missing_results_file_is_an_error_naming_the_marker(tiny):
+    root, page = tiny
+    page.write_text("<!-- table: results/gone.csv -->\n<!-- /table -->\n")
+    with pytest.raises(ValueError, match="results/gone.csv"):
+        report.rewrite(page.read_text(), root)
+
+
+def test_a_function_not_written_yet_is_said_not_hidden():
+    text = report.render_table("tardiff.report:no_such_table")
+    assert "Not generated yet" in text and "no_such_table" in text
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors of a markdown page."""
+    return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+            for line in page.read_text().splitlines() if line.startswith("#")}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_resolves_inside_the_repository(page):
+    for target in LINK.findall(page.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        assert resolved.is_relative_to(ROOT), f"{page.name}: {target} leaves the repository"
+        assert resolved.exists(), f"{page.name}: {target} does not exist"
+        if anchor and resolved.suffix == ".md":
+            assert anchor in _anchors(resolved), f"{page.name}: {target}: no such heading"
+
+
+def test_nothing_points_a_user_outside_the_repository():
+    files = [*PAGES, *(ROOT / "tardiff").rglob("*.py"), *(ROOT / "notebooks").glob("*.py"),
+             *(ROOT / "experiments").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"),
+             *(ROOT / "data_preprocess").rglob("*.py")]
+    found = [f"{f.relative_to(ROOT)}:{n}" for f in files
+             for n, line in enumerate(f.read_text().splitlines(), 1) if OUTSIDE.search(line)]
+    assert not found, f"these lines point at files a user does not have: {found}"
