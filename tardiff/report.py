@@ -33,6 +33,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- (table|value): (.*?) -->)(.*?)(<!-- /\2 -->)", re.S)
+FENCE = re.compile(r"(^```.*?^```)", re.S | re.M)
 OPTIONS = {"cols", "digits", "ci", "pivot", "col", "key", "fmt", "agg"}
 
 
@@ -171,7 +172,8 @@ def rewrite(text: str, root: Path = ROOT) -> str:
             return f"{opening}\n{render_table(spec, root)}{closing}"
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(f"{opening} {error}") from error
-    return BLOCK.sub(fill, text)
+    parts = FENCE.split(text)  # markers shown inside ``` code blocks are examples, left alone
+    return "".join(part if i % 2 else BLOCK.sub(fill, part) for i, part in enumerate(parts))
 
 
 def stale(paths=None, root: Path = ROOT) -> list[Path]:

@@ -100,6 +100,12 @@ def test_a_missing_results_file_is_an_error_naming_the_marker(tiny):
         report.rewrite(page.read_text(), root)
 
 
+def test_markers_in_a_code_block_are_examples_left_alone(tiny):
+    root, _ = tiny
+    text = "```markdown\n<!-- table: results/gone.csv -->\n<!-- /table -->\n```\n"
+    assert report.rewrite(text, root) == text
+
+
 def test_a_function_not_written_yet_is_said_not_hidden():
     text = report.render_table("tardiff.report:no_such_table")
     assert "Not generated yet" in text and "no_such_table" in text
