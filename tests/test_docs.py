@@ -111,6 +111,27 @@ def test_a_function_not_written_yet_is_said_not_hidden():
     assert "Not generated yet" in text and "no_such_table" in text
 
 
+def test_readme_glance_says_baselines_not_run_and_fills_in_the_best_when_published(tmp_path):
+    folder = tmp_path / "results" / "run"
+    folder.mkdir(parents=True)
+    tstr = pd.DataFrame([{"task": "mortality", "method": m, "auroc_mean": a, "auroc_sd": .01, "auprc_mean": .2,
+                          "auprc_sd": .01, "selected_from": "tardiff_dot" if m == "tardiff" else ""}
+                         for m, a in (("real", .7), ("cfg", .66), ("tardiff", .63))])
+    paired = pd.DataFrame([{"task": "mortality", "method": "tardiff", "baseline": "cfg", "metric": m, "diff": -.03,
+                            "ci_low": -.05, "ci_high": -.01, "downstream": "gru"} for m in ("auroc", "auprc")])
+    tstr.to_csv(folder / "tstr.csv", index=False)
+    paired.to_csv(folder / "paired.csv", index=False)
+    before = report.glance("mortality", "results/run", root=tmp_path)
+    assert list(before.iloc[3, 1:3]) == ["not in this run"] * 2
+    assert before.iloc[2, 3] == "-0.030 [-0.050, -0.010]"
+    extra = [{**tstr.iloc[1], "method": m, "auroc_mean": a} for m, a in (("timegan", .55), ("timevae", .60))]
+    pd.concat([tstr, pd.DataFrame(extra)]).to_csv(folder / "tstr.csv", index=False)
+    pd.concat([paired, paired.assign(method="timevae", diff=-.06)]).to_csv(folder / "paired.csv", index=False)
+    after = report.glance("mortality", "results/run", root=tmp_path)
+    assert "TimeVAE" in after.iloc[3, 0] and after.iloc[3, 1].startswith("0.600 ±")
+    assert after.iloc[3, 3].startswith("-0.060")
+
+
 def _anchors(page: Path) -> set[str]:
     """GitHub's heading anchors of a markdown page."""
     return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
