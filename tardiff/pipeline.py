@@ -100,9 +100,10 @@ def fit_generator(name: str, X: np.ndarray, y: np.ndarray | None, profile: Profi
 
     gen = get_generator(name, getattr(profile.generators, name))
     # checkpoints of other settings (another profile, a --set) stay apart instead of being refused
-    settings = json_digest(gen.config)[:12]
+    label_budget = profile.generator_label_budget
+    settings = json_digest(gen.config if label_budget == "each" else [gen.config, label_budget])[:12]
     gen.fit(X, y, seed=seed, device=device, checkpoint_dir=Path(folder) / f"checkpoints_{settings}",
-            progress=progress)
+            progress=progress, label_budget=label_budget)
     gen.save(folder)
     return {"wall_time_s": gen.info["fit_wall_time_s"],
             "steps": sum(part.history.get("steps", 0) for part in gen.parts.values())}

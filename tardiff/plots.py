@@ -247,6 +247,29 @@ def tsrtr_curves(df: pd.DataFrame, path, title: str | None = None) -> plt.Figure
     return _task_by_metric(list(dict.fromkeys(df["task"])), draw, path, title, legend_size=8)
 
 
+def budget_curves(rows: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
+    """TSTR AUROC and AUPRC (seed ensemble, bootstrap CI) against the training budget, one line per generator;
+    the `real` row as a dashed line and band (experiments/budget_curves.py)."""
+    _style()
+
+    def draw(ax, task, metric):
+        for method, group in rows[rows["task"] == task].groupby("method", sort=False):
+            group, color = group.sort_values("multiple"), method_color(method)
+            mid, low, high = (group[f"{metric}_{k}"] for k in ("ensemble", "ci_low", "ci_high"))
+            if method == "real":
+                ax.axhline(mid.iloc[0], color=color, ls="--", label="Real")
+                ax.axhspan(low.iloc[0], high.iloc[0], color=color, alpha=0.06)
+                continue
+            ax.errorbar(group["multiple"], mid, yerr=[mid - low, high - mid], color=color, marker="o", capsize=3,
+                        label=_name(method))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training budget (× the equal budget: cfg's fit)")
+        ax.set_ylabel(f"validation {metric.upper()}")
+        ax.set_title(f"{task}: train on synthetic, test on real validation")
+
+    return _task_by_metric(list(dict.fromkeys(rows["task"])), draw, path, title, legend_size=7)
+
+
 def augmentation_gain(paired: pd.DataFrame, path, title: str | None = None) -> plt.Figure:
     """Seed-paired test gain over real only (GRU downstream) against alpha, one line per synthetic source with
     its 95 % bootstrap CI; the zero line is real only. Plain settings (weight 1, real prevalence, no filter)."""

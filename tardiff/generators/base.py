@@ -223,7 +223,12 @@ class Generator:
 
     native_labels: one model conditioned on y (True) or one model per label (False); scaling: the authors'
     normalisation of the training stays (a Scaler kind; a config field `scaling`, when set, overrides it);
-    sampling_fields: config fields training never reads (a checkpoint stays valid when they change).
+    sampling_fields: config fields training never reads (a checkpoint stays valid when they change);
+    budget_fields: the config's training-length counts (what an equal-compute budget sets: config.EQUAL_BUDGET)
+    and budget_unit whether they count optimiser "steps" or "epochs". With `label_budget="shared"` a per-label
+    fit treats step counts as the task's total and gives each label model its share in proportion to its stays,
+    so every label model trains the same number of epochs (epoch counts need no split: an epoch over a label's
+    stays already costs its share).
     """
 
     name: ClassVar[str] = ""
@@ -231,14 +236,21 @@ class Generator:
     native_labels: ClassVar[bool] = False
     scaling: ClassVar[str] = "none"
     sampling_fields: ClassVar[tuple] = ("sample_batch_size",)
+    budget_fields: ClassVar[tuple] = ()
+    budget_unit: ClassVar[str] = "steps"
+    LABEL_BUDGETS: ClassVar[tuple] = ("each", "shared")
 
     def __init_subclass__(cls, name: str, config: type, native_labels: bool, scaling: str,
-                          sampling_fields: tuple = ("sample_batch_size",), **kwargs):
+                          sampling_fields: tuple = ("sample_batch_size",), budget_fields: tuple = (),
+                          budget_unit: str = "steps", **kwargs):
         super().__init_subclass__(**kwargs)
         if scaling not in Scaler.KINDS:
             raise ValueError(f"generator {name}: unknown scaling {scaling!r}; one of {Scaler.KINDS}")
+        if budget_unit not in ("steps", "epochs"):
+            raise ValueError(f"generator {name}: budget_unit must be 'steps' or 'epochs', got {budget_unit!r}")
         cls.name, cls.config_class, cls.native_labels, cls.scaling = name, config, native_labels, scaling
         cls.sampling_fields = tuple(sampling_fields)
+        cls.budget_fields, cls.budget_unit = tuple(budget_fields), budget_unit
 
     def __init__(self, config=None, **overrides):
         config = config if config is not None else self.config_class()
@@ -267,8 +279,13 @@ class Generator:
 
     # ---- fitting
     def fit(self, X, y=None, seed: int = 0, device=None, checkpoint_dir: str | Path | None = None,
-            checkpoint_every: int = 1000, progress: bool = True) -> "Generator":
-        """Train on X (N, T, F) in model space, y (N,) class labels or None; resumes from `checkpoint_dir`."""
+            checkpoint_every: int = 1000, progress: bool = True, label_budget: str = "each") -> "Generator":
+        """Train on X (N, T, F) in model space, y (N,) class labels or None; resumes from `checkpoint_dir`.
+
+        label_budget: "each" (every label model gets the config's counts: the authors' settings per model) or
+        "shared" (the counts are the task's, split between label models: see the class docstring)."""
+        if label_budget not in self.LABEL_BUDGETS:
+            raise ValueError(f"label_budget must be one of {self.LABEL_BUDGETS}, got {label_budget!r}")
         X, y = check_xy(X, y)
         device = get_device(device)
         start = time.perf_counter()
@@ -279,26 +296,44 @@ class Generator:
         for key, (X_part, y_part) in groups.items():
             if len(X_part) < 2:
                 raise ValueError(f"{self.name}: label {key} has {len(X_part)} stay(s); need at least 2 to fit a model")
-            part_seed = self.part_seed(seed, key)
-            scaler = Scaler.fit(getattr(self.config, "scaling", None) or self.scaling, X_part)
-            Z = scaler.forward(X_part)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(part_seed)
-                model = self.build(X.shape[2], X.shape[1], n_classes).to(device)
-                path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{self.name}_{_part_name(key)}.pt"
-                config = {k: v for k, v in asdict(self.config).items() if k not in self.sampling_fields}
-                meta = {"generator": self.name, "config": config, "seed": part_seed,
-                        "data": fingerprint(Z, y_part)}
-                checkpoint = Checkpoint(path, meta, checkpoint_every)
-                history = self.train(model, Z, y_part, part_seed, device, checkpoint, progress)
-                history["wall_time_s"] = checkpoint.elapsed
-            self.parts[key] = _Part(model.eval(), scaler, len(X_part), history)
+            full_config = self.config
+            try:  # build and train read self.config: while a label model fits, its share of the budget
+                if key is not None and label_budget == "shared":
+                    self.config = self.label_share(full_config, len(X_part), len(X))
+                self.parts[key] = self._fit_part(key, X_part, y_part, X.shape, n_classes, seed, device,
+                                                 checkpoint_dir, checkpoint_every, progress)
+            finally:
+                self.config = full_config
         self.info = {"seed": seed, "n_features": X.shape[2], "seq_len": X.shape[1], "n_classes": n_classes,
                      "labels": None if y is None else np.unique(y).tolist(),
                      "counts": None if y is None else np.bincount(y).tolist(), "n_train": len(X),
                      "input_sha256": fingerprint(X, y), "fit_wall_time_s": time.perf_counter() - start,
-                     "device": str(device)}
+                     "device": str(device), "label_budget": label_budget}
         return self
+
+    def _fit_part(self, key, X_part, y_part, shape, n_classes, seed, device, checkpoint_dir, checkpoint_every,
+                  progress) -> _Part:
+        part_seed = self.part_seed(seed, key)
+        scaler = Scaler.fit(getattr(self.config, "scaling", None) or self.scaling, X_part)
+        Z = scaler.forward(X_part)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(part_seed)
+            model = self.build(shape[2], shape[1], n_classes).to(device)
+            path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{self.name}_{_part_name(key)}.pt"
+            config = {k: v for k, v in asdict(self.config).items() if k not in self.sampling_fields}
+            meta = {"generator": self.name, "config": config, "seed": part_seed, "data": fingerprint(Z, y_part)}
+            checkpoint = Checkpoint(path, meta, checkpoint_every)
+            history = self.train(model, Z, y_part, part_seed, device, checkpoint, progress)
+            history["wall_time_s"] = checkpoint.elapsed
+        return _Part(model.eval(), scaler, len(X_part), history)
+
+    def label_share(self, config, n_part: int, n_total: int):
+        """`config` with its step counts scaled to a label model's share of the task's stays (at least 1)."""
+        if self.budget_unit != "steps":
+            return config
+        scaled = {f: max(1, round(getattr(config, f) * n_part / n_total)) for f in self.budget_fields
+                  if getattr(config, f) is not None}
+        return replace(config, **scaled)
 
     @staticmethod
     def part_seed(seed: int, key: int | None) -> int:

@@ -566,7 +566,8 @@ def _keep_mask(b: int, drop_prob: float, generator: torch.Generator) -> torch.Te
 
 class BioDiffusion(Generator, name="biodiffusion", config=BioDiffusionConfig, native_labels=True,
                    scaling="minmax11", sampling_fields=("sample_batch_size", "sampling_timesteps",
-                                                        "ddim_sampling_eta", "cond_scale", "sample_cond_drop_prob")):
+                                                        "ddim_sampling_eta", "cond_scale", "sample_cond_drop_prob"),
+                   budget_fields=("max_steps",)):
 
     def build(self, n_features, seq_len, n_classes):
         c = self.config

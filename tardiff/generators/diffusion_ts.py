@@ -542,7 +542,8 @@ def epoch_order(n: int, seed: int, epoch: int, device) -> torch.Tensor:
 # --------------------------------------------------------------------------- the generator
 
 class DiffusionTS(Generator, name="diffusion_ts", config=DiffusionTSConfig, native_labels=False,
-                  scaling="minmax11", sampling_fields=("sample_batch_size", "sampling_timesteps", "eta")):
+                  scaling="minmax11", sampling_fields=("sample_batch_size", "sampling_timesteps", "eta"),
+                  budget_fields=("train_steps",)):
 
     def build(self, n_features, seq_len, n_classes):
         c = self.config

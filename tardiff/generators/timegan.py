@@ -394,7 +394,8 @@ def joint_iteration(model: TimeGANModel, solvers: dict, batches: _Batches, confi
 PHASES = ("embedding", "supervised", "joint")
 
 
-class TimeGAN(Generator, name="timegan", config=TimeGANConfig, native_labels=False, scaling="minmax01"):
+class TimeGAN(Generator, name="timegan", config=TimeGANConfig, native_labels=False, scaling="minmax01",
+              budget_fields=("iterations",)):
     def build(self, n_features, seq_len, n_classes):
         c = self.config
         if c.module != "gru":

@@ -131,7 +131,8 @@ class TimeVAEModel(nn.Module):
         return self.config.reconstruction_wt * reconstruction + kl
 
 
-class TimeVAE(Generator, name="timevae", config=TimeVAEConfig, native_labels=False, scaling="minmax01_tf"):
+class TimeVAE(Generator, name="timevae", config=TimeVAEConfig, native_labels=False, scaling="minmax01_tf",
+              budget_fields=("max_epochs",), budget_unit="epochs"):
     def build(self, n_features, seq_len, n_classes):
         if not self.config.use_residual_conn and not self.config.trend_poly and not self.config.custom_seas:
             raise ValueError("TimeVAE needs a decoder term: use_residual_conn, trend_poly or custom_seas")

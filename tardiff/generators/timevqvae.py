@@ -683,7 +683,8 @@ def epoch_order(n: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
 # scaling "none": they standardise per channel; the model holds the mean and std (module docstring)
 class TimeVQVAE(Generator, name="timevqvae", config=TimeVQVAEConfig, native_labels=True, scaling="none",
                 sampling_fields=("sample_batch_size", "choice_temperature_lf", "choice_temperature_hf",
-                                 "sampling_steps_lf", "sampling_steps_hf")):
+                                 "sampling_steps_lf", "sampling_steps_hf"),
+                budget_fields=("max_steps_stage1", "max_steps_stage2")):
 
     def build(self, n_features, seq_len, n_classes):
         if seq_len < self.config.n_fft:

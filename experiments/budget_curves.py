@@ -1,0 +1,299 @@
+"""Equal compute for the paper's table (issue 28): what `cfg` costs to train per task, the counts that spend
+that budget for each baseline generator, and how each one's downstream utility grows with the budget.
+
+    python experiments/budget_curves.py measure [--out results/budget_curves]      # ~10 CPU-min
+    python experiments/budget_curves.py curves [--multipliers 0.25,1,4] [--task mortality]
+
+`measure`: on one thread (CPU seconds: time.process_time, so other processes on the machine barely move it),
+each method is fitted at two short lengths on the task's real training split; the slope between them is its
+cost per unit (a step, an iteration of TimeGAN's three phases, an epoch of TimeVAE, a stage-1 step of TimeVQVAE
+with its two stage-2 steps) and the intercept its fixed cost. The budget is `cfg`'s fit at the default
+profile's steps; each generator's count is the one whose predicted cost equals it. These counts are written by
+hand into `tardiff.config.EQUAL_BUDGET` (counts, not seconds, so a run is the same on any machine;
+tests/test_budget.py holds the two equal). Sampling is not budgeted; its seconds per 1,000 stays are reported.
+
+`curves`: every method (cfg and the five) fitted at multiples of its equal-budget counts, each multiple its
+own run (TimeGAN's phases, TimeVQVAE's cosine schedule and Diffusion-TS's plateau schedule depend on the total
+length), sampled at the training split's label counts, and scored TSTR on the set-a **validation** split only:
+the downstream GRUs (the profile's, n_seeds of them) train on the synthetic set, choose their epoch on a
+stratified tenth of it held out (no real data in any choice), and are scored on real validation stays;
+the seed ensemble's bootstrap CI. A `real` row (the same protocol on the real training split) is the ceiling.
+Resumable: each (method, multiple) row is kept in the work folder's rows.csv, each fit in its checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tardiff import artifacts, evaluate, pipeline, real_data  # noqa: E402
+from tardiff import config as config_lib  # noqa: E402
+from tardiff.config import Profile, get_profile, with_overrides  # noqa: E402
+from tardiff.generators import GENERATORS, generator_class  # noqa: E402
+from tardiff.sampler import Sampler  # noqa: E402
+from tardiff.utils import write_manifest  # noqa: E402
+
+log = logging.getLogger("budget_curves")
+METHODS = ("cfg", *GENERATORS)
+UNITS = {"cfg": "step", "timegan": "iteration (x3 phases)", "timevae": "epoch",
+         "timevqvae": "stage-1 step (+2 stage-2)", "diffusion_ts": "step (task total)", "biodiffusion": "step"}
+# two short lengths per method, in units; the cost per unit is the slope between them
+PROBE = {"cfg": (30, 120), "timegan": (15, 60), "timevae": (1, 3), "timevqvae": (15, 60),
+         "diffusion_ts": (30, 120), "biodiffusion": (20, 80)}
+
+
+def counts_for(name: str, units: float) -> dict:
+    """The profile settings (dotted, for with_overrides) that train `name` for `units` units."""
+    units = max(1, int(round(units)))
+    if name == "cfg":
+        return {"diffusion_train.steps": units}
+    if name == "timevqvae":  # the authors' 1:2 ratio of stage-1 to stage-2 steps (20,000 : 40,000)
+        return {"generators.timevqvae.max_steps_stage1": units, "generators.timevqvae.max_steps_stage2": 2 * units}
+    (field,) = generator_class(name).budget_fields
+    return {f"generators.{name}.{field}": units}
+
+
+def units_of(profile: Profile, name: str) -> int:
+    """The profile's training length of `name`, in the units of `counts_for`."""
+    if name == "cfg":
+        return profile.diffusion_train.steps
+    config = getattr(profile.generators, name)
+    field = "max_steps_stage1" if name == "timevqvae" else generator_class(name).budget_fields[0]
+    return int(getattr(config, field))
+
+
+def at_multiple(profile: Profile, multiple: float, names=METHODS) -> Profile:
+    """`profile` with every named method's training length scaled by `multiple` (at least one unit)."""
+    overrides = {}
+    for name in names:
+        overrides |= counts_for(name, units_of(profile, name) * multiple)
+    return with_overrides(profile, **overrides)
+
+
+def fit_models(jobs: dict, profile: Profile, seed: int, parallel: bool = True) -> dict:
+    """pipeline.train_generative_models: one-thread processes side by side (parallel), or one after another in
+    this process (its threads); each resumes its checkpoints."""
+    return pipeline.train_generative_models(jobs, profile, seed=seed, device="cpu", progress=parallel,
+                                            parallel=parallel)
+
+
+def job(name: str, models: Path, real) -> tuple[Path, tuple]:
+    if name == "cfg":
+        return artifacts.diffusion(models, "cond", real.task), ("diffusion", real.X_train, real.y_train)
+    return artifacts.generator(models, name, real.task), (name, real.X_train, real.y_train)
+
+
+# --------------------------------------------------------------------------- measure
+
+def measure(profile: Profile, real, work: Path, seed: int = 0) -> pd.DataFrame:
+    """Per method: CPU seconds per unit and fixed, the units that spend cfg's budget, sampling s / 1,000 stays."""
+    torch.set_num_threads(1)
+    rows = []
+    for name in METHODS:
+        cost = {}
+        for units in PROBE[name]:
+            probe = with_overrides(profile, **counts_for(name, units))
+            models = work / f"{name}_{units}" / "models"
+            path, (kind, X, y) = job(name, models, real)
+            start = time.process_time()
+            fit_models({path: (kind, X, y)}, probe, seed, parallel=False)
+            cost[units] = time.process_time() - start
+            log.info("%s at %d units: %.1f CPU-s", name, units, cost[units])
+        (a, b), (ta, tb) = PROBE[name], (cost[PROBE[name][0]], cost[PROBE[name][1]])
+        slope = (tb - ta) / (b - a)
+        sampler = Sampler(real.X_train, real.y_train, real.task, probe, models, seed=seed, device="cpu",
+                          progress=False, n=_thousand(real.y_train))
+        start = time.process_time()
+        sampler.sample(name)
+        rows.append({"method": name, "unit": UNITS[name], "cpu_s_per_unit": slope, "fixed_cpu_s": ta - slope * a,
+                     "sample_cpu_s_per_1000": time.process_time() - start})
+    table = pd.DataFrame(rows)
+    cfg = table.set_index("method").loc["cfg"]
+    budget = cfg.fixed_cpu_s + cfg.cpu_s_per_unit * profile.diffusion_train.steps
+    table["budget_cpu_s"] = budget
+    table["units_at_budget"] = ((budget - table.fixed_cpu_s) / table.cpu_s_per_unit).round().astype(int)
+    table.loc[table.method == "cfg", "units_at_budget"] = profile.diffusion_train.steps
+    return table
+
+
+def _thousand(y_train) -> dict:
+    share = float(np.mean(y_train))
+    return {0: 1000 - int(round(1000 * share)), 1: int(round(1000 * share))}
+
+
+# --------------------------------------------------------------------------- curves
+
+def validation_only(real, seed: int) -> callable:
+    """(X, y) -> a RealData whose downstream models select their epoch on a stratified tenth of (X, y) and are
+    scored ("test") on the real validation split: no real stay in any choice, no test stay read."""
+    def split(X, y):
+        rng = np.random.default_rng(seed)
+        hold = np.zeros(len(y), bool)
+        for label in (0, 1):
+            idx = np.flatnonzero(y == label)
+            hold[rng.choice(idx, size=max(1, len(idx) // 10), replace=False)] = True
+        return real_data.RealData(X_train=X[~hold], y_train=y[~hold], X_val=X[hold], y_val=y[hold],
+                                  X_test=real.X_val, y_test=real.y_val, task=real.task, name=f"{real.name} (val)")
+    return split
+
+
+def curve_rows(profile: Profile, real, multiple: float, work: Path, seed: int, names=METHODS) -> pd.DataFrame:
+    """Fit, sample and score every named method at `multiple` x its equal budget (plus `real` at 1)."""
+    scaled = at_multiple(profile, multiple, names)
+    models = work / f"x{multiple:g}" / "models"
+    jobs = dict(job(name, models, real) for name in names)
+    start = time.perf_counter()
+    histories = fit_models(jobs, scaled, seed)
+    fit_wall = time.perf_counter() - start
+    sampler = Sampler(real.X_train, real.y_train, real.task, scaled, models, seed=seed, device="cpu", progress=False)
+    split = validation_only(real, seed)
+    config = evaluate.EvalConfig.from_profile(profile, seed=seed)
+    rows = []
+    for name in names:
+        start = time.perf_counter()
+        X, y, _ = sampler.sample(name)
+        sample_wall = time.perf_counter() - start
+        held = split(X, y)
+        models_ = evaluate.fit_downstream(held.X_train, held.y_train, held, config)
+        scored, _ = evaluate.tstr_scores({name: models_}, held, real.task, config)
+        history = histories[jobs[name][0]] if name in jobs else {}
+        rows.append({**scored.iloc[0].to_dict(), "multiple": multiple, "units": units_of(scaled, name),
+                     "fit_wall_s": history.get("wall_time_s", np.nan), "sample_wall_s": sample_wall,
+                     "batch_fit_wall_s": fit_wall})
+    return pd.DataFrame(rows)
+
+
+def real_row(profile: Profile, real, seed: int) -> pd.DataFrame:
+    held = validation_only(real, seed)(real.X_train, real.y_train)
+    config = evaluate.EvalConfig.from_profile(profile, seed=seed)
+    scored, _ = evaluate.tstr_scores({"real": evaluate.fit_downstream(held.X_train, held.y_train, held, config)},
+                                     held, real.task, config)
+    return scored.assign(multiple=np.nan, units=np.nan)
+
+
+def curves(profile: Profile, real, multiples, work: Path, seed: int, names=METHODS) -> pd.DataFrame:
+    """Every (method, multiple) row, resuming from work/rows.csv (a finished multiple is not refitted)."""
+    done_path = work / "rows.csv"
+    done = pd.read_csv(done_path) if done_path.exists() else pd.DataFrame()
+    if done.empty or "real" not in set(done.method):
+        done = pd.concat([done, real_row(profile, real, seed)], ignore_index=True)
+        done.to_csv(done_path, index=False)
+    for multiple in multiples:
+        have = set(done.loc[np.isclose(done.multiple.astype(float), multiple), "method"]) if len(done) else set()
+        todo = [name for name in names if name not in have]
+        if not todo:
+            continue
+        log.info("x%g: %s", multiple, ", ".join(todo))
+        done = pd.concat([done, curve_rows(profile, real, multiple, work, seed, todo)], ignore_index=True)
+        done.to_csv(done_path, index=False)
+    return done
+
+
+def markdown(rows: pd.DataFrame) -> str:
+    """Methods down, multiples across: ensemble AUROC / AUPRC with their CIs."""
+    lines = []
+    for metric in ("auroc", "auprc"):
+        multiples = sorted(rows.multiple.dropna().unique())
+        lines += [f"**{metric.upper()}** (seed ensemble, [{int(100 * 0.95)} % bootstrap CI]; real validation stays)",
+                  "", "| method | " + " | ".join(f"{m:g}x" for m in multiples) + " |",
+                  "|---|" + "---|" * len(multiples)]
+        for name in [m for m in ("real", *METHODS) if m in set(rows.method)]:
+            cells = []
+            for m in multiples:
+                hit = rows[(rows.method == name) & (np.isclose(rows.multiple, m) | (name == "real"))]
+                r = hit.iloc[0] if len(hit) else None
+                cells.append("" if r is None else f"{r[metric + '_ensemble']:.3f} "
+                             f"[{r[metric + '_ci_low']:.3f}, {r[metric + '_ci_high']:.3f}]")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("measure", "curves"))
+    parser.add_argument("--data-dir", default=os.environ.get("TARDIFF_DATA_DIR"),
+                        help="PhysioNet 2012 archives (else TARDIFF_DATA_DIR); extracted into --work")
+    parser.add_argument("--dataset", default="", help="an extracted folder or .npz (default: outputs/data, "
+                        "else extracted from --data-dir)")
+    parser.add_argument("--task", default="mortality")
+    parser.add_argument("--profile", default="default")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--multipliers", default="0.25,1,4")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="outputs/budget_curves")
+    parser.add_argument("--out", default="results/budget_curves")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[budget] %(message)s")
+    from tardiff.config import parse_overrides
+    overrides = parse_overrides(args.set)
+    profile = with_overrides(get_profile(args.profile), **overrides)
+    names = tuple(n for n in args.methods.split(",") if n)
+    if unknown := sorted(set(names) - set(METHODS)):
+        parser.error(f"--methods {unknown} are not among {list(METHODS)}")
+    work, out = Path(args.work), Path(args.out)
+    dataset = _dataset(args, work)
+    real = real_data.load_real(dataset, args.task, profile, seed=args.seed)
+    start = time.perf_counter()
+    if args.command == "measure":
+        table = measure(profile, real, work / "measure", args.seed)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "budget.csv", index=False)
+        (out / "budget.md").write_text(budget_markdown(table) + "\n")
+        print(budget_markdown(table))
+        name, extra = "budget", {"load_average": os.getloadavg()}
+    else:
+        multiples = [float(m) for m in args.multipliers.split(",")]
+        rows = curves(profile, real, multiples, work, args.seed, names)
+        out.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(out / "curves.csv", index=False)
+        (out / "curves.md").write_text(markdown(rows))
+        from tardiff import plots
+        plots.budget_curves(rows, ROOT / "figures" / "budget_curves.png")
+        print(markdown(rows))
+        name, extra = "curves", {"multiples": multiples, "methods": names}
+    write_manifest(out / f"{name}_manifest.json", config=profile, seed=args.seed,
+                   inputs={"dataset": str(dataset)}, wall_time_s=time.perf_counter() - start,
+                   command="python experiments/budget_curves.py " + " ".join(argv or sys.argv[1:]),
+                   task=args.task, profile=args.profile, overrides=overrides, torch_threads=torch.get_num_threads(),
+                   equal_budget=getattr(config_lib, "EQUAL_BUDGET", None), **extra)
+    return 0
+
+
+def budget_markdown(table: pd.DataFrame) -> str:
+    budget = float(table.budget_cpu_s.iloc[0])
+    lines = [f"Budget: `cfg`'s fit, {budget:.0f} CPU-s ({budget / 60:.1f} CPU-min) on one thread.", "",
+             "| method | unit | CPU-s per unit | fixed CPU-s | units at the budget | sampling CPU-s per 1,000 stays |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r.method} | {r.unit} | {r.cpu_s_per_unit:.3f} | {r.fixed_cpu_s:.1f} | {r.units_at_budget} | "
+              f"{r.sample_cpu_s_per_1000:.2f} |" for r in table.itertuples()]
+    return "\n".join(lines)
+
+
+def _dataset(args, work: Path) -> Path:
+    if args.dataset:
+        return Path(args.dataset)
+    if (ROOT / "outputs" / "data").exists():
+        return ROOT / "outputs" / "data"
+    if not args.data_dir:
+        raise SystemExit("no extracted data: pass --dataset, or --data-dir / TARDIFF_DATA_DIR with the archives")
+    from tardiff.data import extract
+    extract(args.data_dir, work / "data")
+    return work / "data"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
