@@ -190,7 +190,7 @@ def glance(task: str, results: str = "results/default", root: Path = ROOT) -> pd
     paired = pd.read_csv(folder / "paired.csv").query("task == @task and baseline == 'cfg' and downstream == 'gru'")
     run = [m for m in paper.BASELINES if m in tstr.index]
     best = tstr.loc[run, "auroc_mean"].idxmax() if run else None
-    rows = [("real data", "real"), ("`cfg`, TarDiff's backbone unguided", "cfg"),
+    rows = [("real data", "real"), ("`cfg`: TarDiff's backbone, unguided", "cfg"),
             (f"`tardiff` as reported (validation picked `{tstr.loc['tardiff', 'selected_from']}`)", "tardiff"),
             (f"best of the five baselines: {paper.LABELS[best]}" if best else
              "best of the five baselines", best)]
@@ -200,7 +200,7 @@ def glance(task: str, results: str = "results/default", root: Path = ROOT) -> pd
         for metric in ("auroc", "auprc"):
             name = f"TSTR {metric.upper()}"
             row[name] = (f"{tstr.loc[method, metric + '_mean']:.3f} ± {tstr.loc[method, metric + '_sd']:.3f}"
-                         if method else "not in this run")
+                         if method else f"not run in `{results}`")
         for metric in ("auroc", "auprc"):
             d = paired[(paired["method"] == method) & (paired["metric"] == metric)]
             row[f"Δ {metric.upper()} vs `cfg` [95 % CI]"] = \

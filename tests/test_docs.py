@@ -122,7 +122,7 @@ def test_readme_glance_says_baselines_not_run_and_fills_in_the_best_when_publish
     tstr.to_csv(folder / "tstr.csv", index=False)
     paired.to_csv(folder / "paired.csv", index=False)
     before = report.glance("mortality", "results/run", root=tmp_path)
-    assert list(before.iloc[3, 1:3]) == ["not in this run"] * 2
+    assert list(before.iloc[3, 1:3]) == ["not run in `results/run`"] * 2
     assert before.iloc[2, 3] == "-0.030 [-0.050, -0.010]"
     extra = [{**tstr.iloc[1], "method": m, "auroc_mean": a} for m, a in (("timegan", .55), ("timevae", .60))]
     pd.concat([tstr, pd.DataFrame(extra)]).to_csv(folder / "tstr.csv", index=False)
