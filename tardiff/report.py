@@ -20,6 +20,7 @@ a JSON file; `fmt=num|signed|ci|int`, `agg=min|max` over several rows. Quote wor
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import inspect
 import json
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from tardiff import paper
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- (table|value): (.*?) -->)(.*?)(<!-- /\2 -->)", re.S)
@@ -152,12 +155,14 @@ def render_value(spec: str, root: Path = ROOT) -> str:
             value = value[part]
         return _number(float(value), fmt, digits)
     rows = _load(source, args, root)
-    if len(rows) != 1 and "agg" not in options:
+    if rows.empty or (len(rows) != 1 and "agg" not in options):
         raise ValueError(f"{spec}: {len(rows)} rows match, not one (add filters or agg=min|max)")
     if fmt == "ci":
         row = rows.iloc[0]
         return f"{_number(row['diff'], 'ci', digits)} [{_number(row['ci_low'], 'ci', digits)}, " \
                f"{_number(row['ci_high'], 'ci', digits)}]"
+    if "col" not in options:
+        raise ValueError(f"{spec}: name the column the value comes from (col=...)")
     column = rows[options["col"]]
     return _number(float(getattr(column, options.get("agg", "max"))()), fmt, digits)
 
@@ -184,7 +189,6 @@ def stale(paths=None, root: Path = ROOT) -> list[Path]:
 def glance(task: str, results: str = "results/default", root: Path = ROOT) -> pd.DataFrame:
     """README's table of one task: real data, `cfg`, the reported `tardiff` and the best of the five baseline
     generators (by TSTR AUROC), with TSTR (GRU, mean ± sd) and the seed-paired difference against `cfg`."""
-    from tardiff import paper  # noqa: PLC0415 (only the README table needs it)
     folder = root / results
     tstr = pd.read_csv(folder / "tstr.csv").query("task == @task").set_index("method")
     paired = pd.read_csv(folder / "paired.csv").query("task == @task and baseline == 'cfg' and downstream == 'gru'")
@@ -228,6 +232,8 @@ def main(argv=None) -> int:
             failed = True
             print(f"{path}: its tables or values differ from results/; run `python -m tardiff.report` "
                   "(make docs)", file=sys.stderr)
+            diff = difflib.unified_diff(text.splitlines(), new.splitlines(), "page", "results/", n=0, lineterm="")
+            print("\n".join(list(diff)[2:12]), file=sys.stderr)
         else:
             path.write_text(new)
             print(f"wrote {path}")
