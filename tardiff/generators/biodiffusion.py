@@ -23,6 +23,11 @@ Read from `src/signal/modules/modules1D_cls_free.py` (`Unet1D_cls_free`, `Gaussi
 - Training: AdamW (lr 3e-4, PyTorch defaults otherwise: weight decay 0.01), batch 64, 300 epochs over a
   shuffled loader (the last batch partial), no EMA, no gradient clipping, no lr schedule.
 
+Held to their code (experiments/authors_equivalence/biodiffusion.py, results/authors_equivalence/biodiffusion.md):
+on the same weights, batches, time steps, noise and label-dropout masks, their module and training loop and
+ours (`train_step`, `GuidedDenoiser` + `p_sample`, `sample_from`) give the same losses, gradients, parameters
+after 20 AdamW steps, guided predictions and ancestral and DDIM runs, within float32 rounding.
+
 Departures, each with its reason:
 - A bug mended at sampling: their `forward_with_cond_scale` runs its "conditional" pass with the model's
   training `cond_drop_prob` (0.5) where lucidrains's original, which theirs copies, passes 0; so as released
@@ -523,29 +528,47 @@ class BioDiffusionModel(nn.Module):
         times = list(reversed(times.int().tolist()))
         return list(zip(times[:-1], times[1:]))
 
+    def sampling_pairs(self, sampling: BioDiffusionConfig) -> list[tuple[int, int]]:
+        """The (t, t_next) steps of a run: every step ancestrally, or their DDIM pairs at fewer steps."""
+        steps = sampling.sampling_timesteps if sampling.sampling_timesteps is not None else self.num_timesteps
+        if not 1 <= steps <= self.num_timesteps:
+            raise ValueError(f"sampling_timesteps must be in 1..{self.num_timesteps}, got {steps}")
+        if steps == self.num_timesteps:
+            return [(t, t - 1) for t in reversed(range(self.num_timesteps))]
+        return self.ddim_times(steps)
+
     @torch.no_grad()
     def sample(self, classes: torch.Tensor, generator: torch.Generator, sampling: BioDiffusionConfig | None = None,
                bar=None) -> torch.Tensor:
         """(B,) labels -> (B, F, T') in [-1, 1] model space; noise and label dropout from `generator`.
         sampling: the config whose sampling fields to use (default: the one the model was built with)."""
-        c, device, b = sampling or self.config, classes.device, len(classes)
-        steps = c.sampling_timesteps if c.sampling_timesteps is not None else self.num_timesteps
-        if not 1 <= steps <= self.num_timesteps:
-            raise ValueError(f"sampling_timesteps must be in 1..{self.num_timesteps}, got {steps}")
+        c, b = sampling or self.config, len(classes)
+        pairs = self.sampling_pairs(c)
         shape = (b, self.n_features, self.padded_len)
-        x = torch.randn(shape, generator=generator).to(device)
-        pairs = [(t, t - 1) for t in reversed(range(self.num_timesteps))] if steps == self.num_timesteps \
-            else self.ddim_times(steps)
+        x = torch.randn(shape, generator=generator)
+
+        def draws():  # their order of draws: the label-dropout mask (in the conditional pass), then the noise
+            for _, t_next in pairs:
+                keep = _keep_mask(b, c.sample_cond_drop_prob, generator)
+                yield keep, (torch.randn(shape, generator=generator) if t_next >= 0 else None)
+
+        return self.sample_from(x.to(classes.device), classes, draws(), c, bar)
+
+    @torch.no_grad()
+    def sample_from(self, x: torch.Tensor, classes: torch.Tensor, draws, sampling: BioDiffusionConfig | None = None,
+                    bar=None) -> torch.Tensor:
+        """x_T (B, F, T') -> x_0 given each step's draws, (keep (B,) bool, noise like x or None at the last
+        step), in step order: `sample` draws them from a generator, a check can hand in recorded ones."""
+        c, device = sampling or self.config, x.device
+        pairs = self.sampling_pairs(c)
+        ancestral = len(pairs) == self.num_timesteps
         with GuidedDenoiser(self.model, classes) as denoiser:
-            for t, t_next in pairs:
-                # their order of draws: the label-dropout mask (in the conditional pass), then the step's noise
-                keep = _keep_mask(b, c.sample_cond_drop_prob, generator).to(device)
-                output = denoiser(x, t, keep, c.cond_scale)
-                if steps == self.num_timesteps:
-                    noise = torch.randn(shape, generator=generator).to(device) if t > 0 else None
+            for (t, t_next), (keep, noise) in zip(pairs, draws, strict=True):
+                output = denoiser(x, t, keep.to(device), c.cond_scale)
+                noise = noise.to(device) if noise is not None else None
+                if ancestral:
                     x = self.p_sample(x, t, output, noise)
                 else:
-                    noise = torch.randn(shape, generator=generator).to(device) if t_next >= 0 else None
                     x = self.ddim_step(x, t, t_next, output, noise, c.ddim_sampling_eta)
                 if bar is not None:
                     bar.update(1)
@@ -564,6 +587,23 @@ def _keep_mask(b: int, drop_prob: float, generator: torch.Generator) -> torch.Te
 # --------------------------------------------------------------------------- the generator
 
 
+def make_optimizer(model: BioDiffusionModel, config: BioDiffusionConfig, device: torch.device):
+    """Their AdamW (lr 3e-4, torch's defaults otherwise), as torch's fused kernel where it has one: the same
+    update in one kernel."""
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                             fused=device.type in ("cpu", "cuda"))
+
+
+def train_step(model: BioDiffusionModel, optimizer, x_start, t, noise, classes, keep) -> torch.Tensor:
+    """One optimiser step on one batch and its draws, their loop body (no EMA, clipping or lr schedule); the
+    parameters' .grad hold this step's gradient afterwards."""
+    loss = model.loss(x_start, t, noise, classes, keep)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 class BioDiffusion(Generator, name="biodiffusion", config=BioDiffusionConfig, native_labels=True,
                    scaling="minmax11", sampling_fields=("sample_batch_size", "sampling_timesteps",
                                                         "ddim_sampling_eta", "cond_scale", "sample_cond_drop_prob"),
@@ -578,8 +618,7 @@ class BioDiffusion(Generator, name="biodiffusion", config=BioDiffusionConfig, na
 
     def train(self, model, X, y, seed, device, checkpoint: Checkpoint, progress):
         c = self.config
-        optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay,
-                                      fused=device.type in ("cpu", "cuda"))  # one kernel, same update
+        optimizer = make_optimizer(model, c, device)
         generator = torch.Generator().manual_seed(seed)
         n = len(X)
         per_epoch = math.ceil(n / c.batch_size)
@@ -602,10 +641,8 @@ class BioDiffusion(Generator, name="biodiffusion", config=BioDiffusionConfig, na
                 noise = torch.randn((b, X_all.shape[1], X_all.shape[2]), generator=generator)
                 keep = _keep_mask(b, c.cond_drop_prob, generator)
                 idx = idx.to(device)
-                loss = model.loss(X_all[idx], t.to(device), noise.to(device), labels[idx], keep.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss = train_step(model, optimizer, X_all[idx], t.to(device), noise.to(device), labels[idx],
+                                  keep.to(device))
                 state["epoch_loss_sum"] += loss.item()
                 state["steps"] += 1
                 if start + c.batch_size >= n:
