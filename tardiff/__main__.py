@@ -57,12 +57,14 @@ def generate_main(args) -> int:
     import numpy as np
 
     from tardiff.api import TarDiff, load_xy, preprocessor_of
-    from tardiff.config import parse_overrides
+    from tardiff.config import get_profile, parse_overrides, with_overrides
     from tardiff.utils import sha256_file, write_manifest
 
     start = time.perf_counter()
     out = Path(args.out)
     try:
+        overrides = parse_overrides(args.set)
+        with_overrides(get_profile(args.profile), **overrides)  # a setting that cannot run stops before any work
         if args.n is not None and args.n < 1:
             raise ValueError(f"--n must be a positive number of stays, got {args.n}")
         if args.alpha is not None and not args.alpha > 0:  # before any fitting, as --n
@@ -85,7 +87,7 @@ def generate_main(args) -> int:
             print(f"reusing the fitted models in {models}")
         else:  # fit what the method needs; what the folder already holds for the same data is kept
             X, y = load_xy(args.dataset)
-            model = TarDiff(args.profile, parse_overrides(args.set), seed=args.seed, device=args.device)
+            model = TarDiff(args.profile, overrides, seed=args.seed, device=args.device)
             model.fit(X, y, models_dir=models, methods=[wanted], preprocessor=preprocessor_of(args.dataset))
         X_syn, y_syn = model.sample(args.method, n=n, physical=not args.z_scores, alpha=args.alpha)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

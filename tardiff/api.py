@@ -13,6 +13,7 @@ the notebooks call, and keeps what a models folder already holds for the same da
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tardiff import artifacts, methods as methods_lib, pipeline, stays
-from tardiff.config import get_profile, with_overrides
+from tardiff.config import data_warnings, get_profile, with_overrides
 from tardiff.generators import GENERATORS
 from tardiff.generators.base import fingerprint
 from tardiff.real_data import RealData
@@ -28,6 +29,7 @@ from tardiff.sampler import Sampler
 from tardiff.utils import json_digest, to_jsonable, write_manifest
 
 TASK = "label"
+log = logging.getLogger(__name__)
 
 
 class TarDiff:
@@ -61,6 +63,8 @@ class TarDiff:
                 raise ValueError(f"the {split} split has one label only; need both 0 and 1 (more stays or another "
                                  f"val_fraction)")
         self._cohort = _cohort(Z[~is_val], y[~is_val], Z[is_val], y[is_val])
+        for warning in data_warnings(self.profile, y[~is_val], y[is_val]):
+            log.warning(warning)
         self.models_dir = Path(models_dir) if models_dir else Path("tardiff_models")
         self.models_dir.mkdir(parents=True, exist_ok=True)
         key = self._fit_key(X, y, val_fraction, preprocessor)

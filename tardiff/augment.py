@@ -11,9 +11,11 @@ validation selection are in `tardiff.pipeline` (notebook 05), the same path as t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
+from tardiff.settings import check, each, fraction, number, one_of, positive, text
 from tardiff.utils import largest_remainder
 
 BALANCES = ("prevalence", "balanced")
@@ -29,17 +31,12 @@ class Mix:
     balance: str = "prevalence"   # the synthetic labels at the real training prevalence, or half each
     realism: float = 0.0          # fraction of each source dropped first, the most fake by the discriminator
 
+    RANGES: ClassVar[dict] = {"sources": each(text(), min_items=1), "alpha": positive(),
+                              "weight": number(0, 1, low_open=True), "balance": one_of(*BALANCES),
+                              "realism": fraction()}
+
     def __post_init__(self):
-        if not self.sources:
-            raise ValueError("a Mix needs at least one synthetic source")
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
-        if not 0 < self.weight <= 1:
-            raise ValueError(f"weight must be in (0, 1], got {self.weight}")
-        if self.balance not in BALANCES:
-            raise ValueError(f"balance must be one of {BALANCES}, got {self.balance!r}")
-        if not 0 <= self.realism < 1:
-            raise ValueError(f"realism must be in [0, 1), got {self.realism}")
+        check(self)
 
     @property
     def name(self) -> str:

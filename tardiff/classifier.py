@@ -5,6 +5,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
+from tardiff.settings import check, count, fraction, number, one_of, optional, positive
 from tardiff.utils import get_device, save_model
 
 
@@ -22,6 +24,12 @@ class ClassifierConfig:
     layers: int = 2
     dropout: float = 0.2
     bidirectional: bool = True
+
+    RANGES: ClassVar[dict] = {"rnn": one_of("gru", "lstm", "cnn"), "hidden": count(), "layers": count(),
+                              "dropout": fraction()}
+
+    def __post_init__(self):
+        check(self)
 
 
 class RNNClassifier(nn.Module):
@@ -97,6 +105,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     pos_weight: float | None = None  # BCE weight of positives; None = unweighted
 
+    RANGES: ClassVar[dict] = {"lr": positive(), "batch_size": count(), "max_epochs": count(), "patience": count(),
+                              "monitor": one_of("auprc", "auroc", "loss"), "weight_decay": number(0),
+                              "pos_weight": optional(positive())}
+
+    def __post_init__(self):
+        check(self)
+
 
 def _as_tensor(X, name: str) -> torch.Tensor:
     """(N, T, F) float32 tensor on CPU; rejects what would silently train on garbage."""
@@ -169,8 +184,6 @@ def predict_proba(model: RNNClassifier, X, batch_size: int = 1024, device=None) 
 
 def validation_set(X_val, y_val, train: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Checked validation tensors: early stopping on `train.monitor` needs both classes unless it is the loss."""
-    if train.monitor not in ("auprc", "auroc", "loss"):
-        raise ValueError(f"TrainConfig.monitor must be 'auprc', 'auroc' or 'loss', got {train.monitor!r}")
     X_val = _as_tensor(X_val, "X_val")
     y_val = _as_labels(y_val, len(X_val), "y_val")
     if train.monitor != "loss" and len(torch.unique(y_val)) < 2:

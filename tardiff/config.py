@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import ClassVar
+
+import numpy as np
 
 from tardiff.classifier import ClassifierConfig, TrainConfig
 from tardiff.diffusion import DiffusionConfig, DiffusionTrainConfig
@@ -15,6 +18,7 @@ from tardiff.generators.diffusion_ts import DiffusionTSConfig
 from tardiff.generators.timegan import TimeGANConfig
 from tardiff.generators.timevae import TimeVAEConfig
 from tardiff.generators.timevqvae import TimeVQVAEConfig
+from tardiff.settings import SettingError, check, count, each, fraction, number, one_of, optional, positive
 from tardiff.unet1d import UNetConfig
 
 TASKS = ("mortality", "long_stay")
@@ -77,6 +81,12 @@ class FieldMetricsConfig:
     predictive_iterations: int = 5000
     ts2vec_iterations: int | None = None    # None: TS2Vec's own rule (600 for data of more than 100,000 values)
 
+    RANGES: ClassVar[dict] = {"repeats": count(), "discriminative_iterations": count(),
+                              "predictive_iterations": count(), "ts2vec_iterations": optional(count())}
+
+    def __post_init__(self):
+        check(self)
+
 
 @dataclass
 class SamplingConfig:
@@ -89,6 +99,14 @@ class SamplingConfig:
     cfg_scale: float = 1.0                  # w of the class-conditional backbone (eps = (1 + w) eps_y - w eps_null)
     clip_x0: float | None = 5.0             # pred_x0 clipped to ±clip_x0: z-scores never leave ±5 (stays.Preprocessor)
     guidance_norm_stays: int = 512          # real stays the normalised hook's RMS is measured on
+
+    RANGES: ClassVar[dict] = {"ddim_steps": count(why="at most diffusion.timesteps"),
+                              "ddim_eta": number(0, 1, why="DDIM's sigma; above 1 the direction term is imaginary"),
+                              "batch_size": count(), "cfg_scale": number(0), "clip_x0": optional(positive()),
+                              "guidance_norm_stays": count()}
+
+    def __post_init__(self):
+        check(self)
 
 
 @dataclass
@@ -148,14 +166,33 @@ class Profile:
     # diffusion rows only, e.g. to measure augmentation where the five do not fit the machine's time)
     batch_generators: tuple = tuple(GENERATORS)
 
-    def __post_init__(self):  # every profile and override passes here: a bad name stops before any notebook runs
-        if self.generator_label_budget not in ("each", "shared"):
-            raise ValueError(f"setting 'generator_label_budget' must be 'each' or 'shared', got "
-                             f"{self.generator_label_budget!r}")
-        unknown = sorted(set(self.batch_generators) - set(GENERATORS))
-        if unknown:
-            raise ValueError(f"setting 'batch_generators' names {unknown}, not baseline generators; choose from "
-                             f"{list(GENERATORS)}")
+    RANGES: ClassVar[dict] = {
+        "tasks": each(one_of(*TASKS), min_items=1),
+        "max_train_stays": optional(count()), "max_test_stays": optional(count()),
+        "guidance_scale": number(0), "strong_guidance_scale": number(0), "legacy_guidance_scale": number(0),
+        "classifier_guidance_scale": number(0),
+        "influence_folds": count(2, why="cross-fitting needs a held-out fold"), "hinv_damping": positive(),
+        "hinv_max_iter": count(), "tracin_checkpoints": count(),
+        "n_seeds": count(), "bootstrap": count(), "ci_level": number(0, 1, True, True), "fidelity_seeds": count(),
+        "fidelity_epochs": count(), "fidelity_hidden": count(), "fidelity_batch_size": count(),
+        "fidelity_lr": positive(), "fidelity_max_lag": count(),
+        "augment_sources": each(one_of(*AUGMENT_SOURCES)), "augment_alphas": each(positive()),
+        "augment_weights": each(number(0, 1, low_open=True)), "augment_mix_alpha": positive(),
+        "augment_realism": fraction(), "augment_pool": count(0, why="0: no extra stays"),
+        "augment_downstream": each(one_of("gru", "cnn"), why="including 'gru'"),
+        "batch_generators": each(one_of(*GENERATORS)),
+        "generator_label_budget": one_of("each", "shared"),
+    }
+
+    def __post_init__(self):  # every profile and override passes here: a bad value stops before any notebook runs
+        check(self)
+        if self.sampling.ddim_steps > self.diffusion.timesteps:
+            raise SettingError(type(self), "sampling.ddim_steps", self.sampling.ddim_steps,
+                               f"an integer in 1..diffusion.timesteps ({self.diffusion.timesteps})")
+        if self.guide_classifier.rnn == "cnn":  # the guidance differentiates a recurrent f_theta per sample
+            raise SettingError(type(self), "guide_classifier.rnn", "cnn", "one of 'gru', 'lstm' (f_theta)")
+        if "gru" not in self.augment_downstream:  # notebook 05 chooses the augmentation setting with the GRU
+            raise SettingError(type(self), "augment_downstream", self.augment_downstream, "a tuple that includes 'gru'")
 
 
 def get_profile(name: str) -> Profile:
@@ -217,7 +254,8 @@ PROFILES = {"smoke": _smoke, "default": _default, "paper": _paper}
 def with_overrides(profile: Profile, **overrides) -> Profile:
     """A copy of `profile` with fields replaced; dotted names reach nested configs (`eval_train.max_epochs`).
 
-    Values are checked against the field's current type (papermill's `overrides` and `--set` land here).
+    Values are checked against the field's current type and its declared range (tardiff.settings), so papermill's
+    `overrides`, `--set` and the API refuse an impossible value here, naming it by its dotted path.
     """
     out = profile
     for key, value in overrides.items():
@@ -225,14 +263,19 @@ def with_overrides(profile: Profile, **overrides) -> Profile:
     return out
 
 
-def _replace_path(obj, parts: list[str], value, key: str):
+def _replace_path(obj, parts: list[str], value, key: str, prefix: str = ""):
     names = {f.name for f in fields(obj)} if is_dataclass(obj) else set()
     if parts[0] not in names:
         raise ValueError(f"unknown setting {key!r}; {type(obj).__name__} has {sorted(names)}")
     current = getattr(obj, parts[0])
-    if len(parts) > 1:
-        return replace(obj, **{parts[0]: _replace_path(current, parts[1:], value, key)})
-    return replace(obj, **{parts[0]: _coerce(value, current, key)})
+    new = (_replace_path(current, parts[1:], value, key, f"{prefix}{parts[0]}.") if len(parts) > 1
+           else _coerce(value, current, key))
+    try:
+        return replace(obj, **{parts[0]: new})
+    except SettingError as error:  # refused by obj's own check: name it as the user does
+        if error.owner is not type(obj):
+            raise
+        raise error.at(prefix) from None
 
 
 def _coerce(value, current, key: str):
@@ -248,6 +291,9 @@ def _coerce(value, current, key: str):
             except ValueError:
                 pass
         return value
+    if (isinstance(current, (int, float)) and not isinstance(current, bool)
+            and (value is None or isinstance(value, str) and value.lower() == "none")):
+        return None  # an optional number turned off; the declared range refuses None where it is not optional
     if isinstance(value, type(current)) and not isinstance(current, tuple):
         return value
     try:
@@ -275,6 +321,46 @@ def _coerce(value, current, key: str):
     except (TypeError, ValueError):
         pass
     raise ValueError(f"setting {key!r} must be a {type(current).__name__} like {current!r}, got {value!r}")
+
+
+def settings_table(profile: str = "default") -> str:
+    """Every setting of a profile (dotted as `--set` takes it), its type, what it may hold and its value in
+    `profile`: a markdown table generated from the configs' declared ranges (tardiff.settings), for the docs."""
+    rows = ["| setting | type | allowed | default |", "|---|---|---|---|"]
+
+    def walk(config, prefix: str):
+        for f in fields(config):
+            value = getattr(config, f.name)
+            if is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+                continue
+            declared = getattr(type(config), "RANGES", {}).get(f.name)
+            allowed = declared.describe() if declared else "True or False" if isinstance(value, bool) else "any"
+            cells = [f"`{prefix}{f.name}`", f"`{f.type}`", allowed, f"`{value!r}`"]
+            rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+
+    walk(get_profile(profile), "")
+    return "\n".join(rows) + "\n"
+
+
+def data_warnings(profile: Profile, y_train, y_val) -> list[str]:
+    """Settings that can run but make little sense for this data (labels of the training and validation
+    splits): said where the pipeline and the API load the data, never refused."""
+    y_train, y_val = np.asarray(y_train), np.asarray(y_val)
+    out = []
+    if len(y_val) < 20 or min(np.bincount(y_val, minlength=2)) < 5:
+        out.append(f"the validation split has {len(y_val)} stays ({int((y_val == 1).sum())} positive): early "
+                   "stopping and every validation choice rest on them")
+    positives = int((y_train == 1).sum())
+    if profile.influence_folds > min(positives, len(y_train) - positives):
+        out.append(f"influence_folds = {profile.influence_folds} but the training split has {positives} positive "
+                   f"and {len(y_train) - positives} negative stays: some folds hold no stay of a label")
+    for name in ("guide_train", "eval_train", "diffusion_train"):
+        batch = getattr(profile, name).batch_size
+        if batch > len(y_train):
+            out.append(f"{name}.batch_size = {batch} is more than the {len(y_train)} training stays: each step "
+                       "is one pass over them")
+    return out
 
 
 def parse_overrides(pairs) -> dict:

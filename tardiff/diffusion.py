@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from tardiff.settings import SettingError, check, count, fraction, number, one_of, positive
 from tardiff.unet1d import UNet1D, UNetConfig
 from tardiff.utils import get_device, save_model
 
@@ -31,6 +32,15 @@ class DiffusionConfig:
     beta_start: float = 5e-4
     beta_end: float = 0.1
     loss: str = "l1"            # "l1" or "l2" between true and predicted noise
+
+    RANGES: ClassVar[dict] = {"timesteps": count(), "beta_start": number(0, 1, True, True),
+                              "beta_end": number(0, 1, True, True, why="above beta_start"), "loss": one_of("l1", "l2")}
+
+    def __post_init__(self):
+        check(self)
+        if not self.beta_start < self.beta_end:  # the linear schedule rises
+            raise SettingError(type(self), "beta_end", self.beta_end, f"a number in ({self.beta_start:g}, 1), above "
+                                                                     "beta_start")
 
 
 @dataclass
@@ -46,16 +56,19 @@ class DiffusionTrainConfig:
     log_every: int = 50
     grad_clip: float = 1.0
 
+    RANGES: ClassVar[dict] = {"steps": count(), "batch_size": count(), "lr": positive(), "warmup": count(0),
+                              "weight_decay": number(0), "ema_decay": fraction(), "label_dropout": fraction(),
+                              "checkpoint_every": count(), "log_every": count(), "grad_clip": positive()}
+
+    def __post_init__(self):
+        check(self)
+
 
 class GaussianDiffusion:
     """Owns the noise schedule; every per-timestep coefficient is gathered from it by integer t."""
 
     def __init__(self, config: DiffusionConfig = DiffusionConfig()):
-        if config.loss not in ("l1", "l2"):
-            raise ValueError(f"DiffusionConfig.loss must be 'l1' or 'l2', got {config.loss!r}")
-        if not 0 < config.beta_start < config.beta_end < 1:
-            raise ValueError(f"need 0 < beta_start < beta_end < 1, got {config.beta_start}, {config.beta_end}")
-        self.config = config
+        self.config = config  # its ranges and 0 < beta_start < beta_end < 1 are checked when it is built
         self.timesteps = config.timesteps
         betas = torch.linspace(config.beta_start, config.beta_end, config.timesteps, dtype=torch.float64)
         self.betas = betas

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from tardiff.classifier import ClassifierConfig, TrainConfig, predict_proba
 from tardiff.config import get_profile
 from tardiff.guidance import pair_scores
 from tardiff.metrics import auprc, auroc, bootstrap_ci
+from tardiff.settings import check, count, number, optional
 from tardiff.utils import get_device
 
 UTILITY_COLUMNS = ("task", "method", "auroc_mean", "auroc_sd", "auprc_mean", "auprc_sd", "n_seeds")
@@ -79,9 +80,11 @@ class EvalConfig:
     train_fn: Callable | None = None
     predict_fn: Callable | None = None
 
+    RANGES: ClassVar[dict] = {"n_seeds": count(), "seed": count(0), "n_boot": count(),
+                              "ci_level": number(0, 1, True, True), "max_group": optional(count())}
+
     def __post_init__(self):
-        if self.n_seeds < 1:
-            raise ValueError(f"n_seeds must be >= 1, got {self.n_seeds}")
+        check(self)
 
     @property
     def seeds(self) -> list[int]:

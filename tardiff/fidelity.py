@@ -6,6 +6,7 @@ Everything takes arrays in model space: X (N, T, F) float32. A "method" is a nam
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from torch import nn
 from tardiff import grouped
 from tardiff.config import get_profile
 from tardiff.metrics import auroc
+from tardiff.settings import check, count, positive
 from tardiff.stays import CHANNELS
 from tardiff.utils import get_device
 
@@ -41,6 +43,12 @@ class FidelityConfig:
     max_lag: int = _default_profile("fidelity_max_lag")  # autocorrelation lags compared
     seed: int = 0
     device: str | None = None
+
+    RANGES: ClassVar[dict] = {"hidden": count(), "epochs": count(), "batch_size": count(), "lr": positive(),
+                              "max_lag": count(), "seed": count(0)}
+
+    def __post_init__(self):
+        check(self)
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> "FidelityConfig":

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tardiff import stays
-from tardiff.config import Profile
+from tardiff.config import Profile, data_warnings
 
 log = logging.getLogger(__name__)
 LABEL_KEYS = {"mortality": "y_mortality", "long_stay": "y_long_stay"}
@@ -127,7 +127,10 @@ def load_real(dataset: str | Path, task: str, profile: Profile, seed: int = 0) -
             X, y = X[keep], y[keep]
             dropped[f"{split}_subsampled_by_profile"] = int(known.sum() - limit)
         out[f"X_{split}"], out[f"y_{split}"] = X, y
-    return RealData(**out, task=task, name=name, channels=channels, preprocessor=preprocessor, dropped=dropped)
+    real = RealData(**out, task=task, name=name, channels=channels, preprocessor=preprocessor, dropped=dropped)
+    for warning in data_warnings(profile, real.y_train, real.y_val):
+        log.warning("%s/%s: %s", name, task, warning)
+    return real
 
 
 def _rows(arrays: dict, keep: np.ndarray) -> dict:

@@ -117,17 +117,17 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
               outputs: str = "outputs", figures: str = "figures", seed: int = 0, device: str = "auto",
               force: bool = False, only: tuple = NOTEBOOKS, notebooks_dir: Path = ROOT / "notebooks",
               overrides: dict | None = None) -> dict:
+    if overrides:  # fail here, before anything is written or run, on a setting the profile lacks or cannot run
+        from tardiff.config import get_profile, with_overrides
+
+        with_overrides(get_profile(profile), **overrides)
+        print(f"[reproduce] overrides: {overrides}", flush=True)
     outputs_path = (ROOT / outputs).resolve() if not Path(outputs).is_absolute() else Path(outputs)
     out_dir = outputs_path / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     parameters = {"profile": profile, "data_dir": data_dir or "", "dataset": dataset or "",
                   "outputs_dir": str(outputs_path), "figures_dir": str(Path(figures).resolve()),
                   "seed": seed, "device": device, "overrides": dict(overrides or {})}
-    if overrides:  # fail here, before any notebook runs, on a setting the profile does not have
-        from tardiff.config import get_profile, with_overrides
-
-        with_overrides(get_profile(profile), **overrides)
-        print(f"[reproduce] overrides: {overrides}", flush=True)
     if force and NOTEBOOKS[0] in only:  # --force redoes extraction too: without its manifest nothing is reused
         (outputs_path / "data" / "manifest.json").unlink(missing_ok=True)
     upstream, report = {}, {}  # the output checksums of every earlier step: what a step reads

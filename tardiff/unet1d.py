@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tardiff.settings import check, count, each, fraction, optional
 
 
 @dataclass
@@ -23,6 +26,13 @@ class UNetConfig:
     num_heads: int = 4
     dropout: float = 0.0
     num_classes: int | None = None       # set for class-conditional (CFG) models; label num_classes = null
+
+    RANGES: ClassVar[dict] = {"model_channels": count(), "channel_mult": each(count(), min_items=1),
+                              "num_res_blocks": count(), "attention_levels": each(count(0)), "num_heads": count(),
+                              "dropout": fraction(), "num_classes": optional(count())}
+
+    def __post_init__(self):
+        check(self)
 
     @classmethod
     def smoke(cls, **overrides) -> "UNetConfig":

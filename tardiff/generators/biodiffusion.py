@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -75,6 +76,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tardiff.generators.base import Checkpoint, Generator, progress_bar
+from tardiff.settings import SettingError, check, count, each, number, one_of, optional, positive
 
 
 @dataclass
@@ -101,6 +103,27 @@ class BioDiffusionConfig:
     cond_scale: float = 3.0
     sample_cond_drop_prob: float = 0.0     # full guidance, as described; 0.5: as released (module docstring)
     sample_batch_size: int = 1000
+
+    RANGES: ClassVar[dict] = {
+        "dim": count(), "dim_mults": each(count(), min_items=1),
+        "resnet_block_groups": count(why="dividing dim x each of dim_mults"), "attn_heads": count(),
+        "attn_dim_head": count(), "cond_drop_prob": number(0, 1), "timesteps": count(),
+        "beta_schedule": one_of("cosine", "linear"), "objective": one_of("pred_noise", "pred_x0", "pred_v"),
+        "loss_type": one_of("l1", "l2"), "p2_loss_weight_gamma": number(0), "p2_loss_weight_k": number(0),
+        "lr": positive(), "weight_decay": number(0), "batch_size": count(), "epochs": count(),
+        "max_steps": optional(count()), "sampling_timesteps": optional(count(why="at most timesteps")),
+        "ddim_sampling_eta": number(0, 1), "cond_scale": number(0), "sample_cond_drop_prob": number(0, 1),
+        "sample_batch_size": count(),
+    }
+
+    def __post_init__(self):
+        check(self)
+        if any(self.dim * m % self.resnet_block_groups for m in (1, *self.dim_mults)):  # GroupNorm per level
+            raise SettingError(type(self), "resnet_block_groups", self.resnet_block_groups,
+                               f"a divisor of every level's channels (dim {self.dim} x dim_mults {self.dim_mults})")
+        if self.sampling_timesteps is not None and self.sampling_timesteps > self.timesteps:
+            raise SettingError(type(self), "sampling_timesteps", self.sampling_timesteps,
+                               f"None or an integer in 1..timesteps ({self.timesteps})")
 
     @classmethod
     def tiny(cls) -> "BioDiffusionConfig":

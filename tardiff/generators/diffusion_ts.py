@@ -51,13 +51,15 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tardiff.generators.base import Checkpoint, Generator, progress_bar
+from tardiff.generators.base import Checkpoint, Generator, Scaler, progress_bar
+from tardiff.settings import SettingError, check, count, each, fraction, number, one_of, optional, positive
 
 
 @dataclass
@@ -105,6 +107,30 @@ class DiffusionTSConfig:
     eta: float = 0.0                       # DDIM noise of fast_sample
     sample_batch_size: int = 256          # a CPU samples faster in batches of this size than of their 2,001
     scaling: str | None = None            # None: the class's "minmax11"; "two_x_minus_1": their SineDataset
+
+    RANGES: ClassVar[dict] = {
+        "d_model": count(4, why="even and a multiple of n_heads"), "n_heads": count(), "n_layer_enc": count(),
+        "n_layer_dec": count(), "mlp_hidden_times": count(), "attn_pdrop": fraction(), "resid_pdrop": fraction(),
+        "kernel_size": optional(count()), "padding_size": optional(count(0)), "timesteps": count(),
+        "beta_schedule": one_of("cosine", "linear"), "loss_type": one_of("l1", "l2"),
+        "reg_weight": optional(number(0)), "train_steps": count(), "batch_size": count(),
+        "gradient_accumulate_every": count(), "base_lr": positive(), "adam_betas": each(fraction(), length=2),
+        "clip_grad_norm": positive(), "warmup": count(0), "warmup_lr": positive(),
+        "lr_factor": number(0, 1, True, True), "lr_patience": count(0), "lr_threshold": number(0),
+        "lr_cooldown": count(0), "min_lr": number(0), "ema_decay": fraction(), "ema_update_every": count(),
+        "ema_update_after_step": count(0), "ema_inv_gamma": positive(), "ema_power": positive(),
+        "sampling_timesteps": optional(count(why="at most timesteps")), "eta": number(0, 1),
+        "sample_batch_size": count(),
+        "scaling": optional(one_of(*Scaler.KINDS)),
+    }
+
+    def __post_init__(self):
+        check(self)
+        if self.d_model % 2 or self.d_model % self.n_heads:
+            raise SettingError(type(self), "d_model", self.d_model, f"even and a multiple of n_heads ({self.n_heads})")
+        if self.sampling_timesteps is not None and self.sampling_timesteps > self.timesteps:
+            raise SettingError(type(self), "sampling_timesteps", self.sampling_timesteps,
+                               f"None or an integer in 1..timesteps ({self.timesteps})")
 
     @classmethod
     def stocks(cls) -> "DiffusionTSConfig":

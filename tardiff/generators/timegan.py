@@ -60,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -68,6 +69,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from tardiff.generators.base import Checkpoint, Generator, progress_bar
+from tardiff.settings import check, count, fraction, number, one_of, positive
 
 # the authors' fixed loss weights (timegan.py)
 RECONSTRUCTION_WEIGHT = 10.0    # E_loss0 = 10 * sqrt(E_loss_T0)
@@ -92,6 +94,17 @@ class TimeGANConfig:
     d_loss_threshold: float = 0.15  # the discriminator steps only when its loss exceeds this
     log_every: int = 1000
     sample_batch_size: int = 4096
+
+    RANGES: ClassVar[dict] = {
+        "module": one_of("gru", why="only 'gru' is built here, the authors' default"), "hidden_dim": count(),
+        "num_layer": count(2, why="TimeGAN needs num_layer >= 2: the supervisor has num_layer - 1"),
+        "iterations": count(), "batch_size": count(), "lr": positive(), "beta1": fraction(), "beta2": fraction(),
+        "eps": positive(), "gamma": number(0), "d_loss_threshold": number(0), "log_every": count(),
+        "sample_batch_size": count(),
+    }
+
+    def __post_init__(self):
+        check(self)
 
     @classmethod
     def tiny(cls) -> "TimeGANConfig":

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tardiff.generators.base import Checkpoint, Generator, progress_bar
+from tardiff.settings import SettingError, check, count, each, number, positive
 
 
 @dataclass
@@ -51,6 +53,19 @@ class TimeVAEConfig:
     reduce_lr_patience: int = 30
     reduce_lr_factor: float = 0.5
     sample_batch_size: int = 4096
+
+    RANGES: ClassVar[dict] = {
+        "latent_dim": count(), "hidden_layer_sizes": each(count(), min_items=1), "reconstruction_wt": number(0),
+        "batch_size": count(), "max_epochs": count(), "lr": positive(), "trend_poly": count(0, why="0: no trend"),
+        "custom_seas": each(each(count(), length=2)), "early_stop_patience": count(),
+        "early_stop_min_delta": number(0), "reduce_lr_patience": count(), "reduce_lr_factor": number(0, 1, True, True),
+        "sample_batch_size": count(),
+    }
+
+    def __post_init__(self):
+        check(self)
+        if not (self.use_residual_conn or self.trend_poly or self.custom_seas):  # the decoder would output nothing
+            raise SettingError(type(self), "use_residual_conn", False, "True unless trend_poly or custom_seas is set")
 
     @classmethod
     def tiny(cls) -> "TimeVAEConfig":
