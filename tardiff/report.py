@@ -174,7 +174,7 @@ def rewrite(text: str, root: Path = ROOT) -> str:
         try:
             if kind == "value":
                 return opening + render_value(spec, root) + closing
-            return f"{opening}\n{render_table(spec, root)}{closing}"
+            return f"{opening}\n\n{render_table(spec, root)}\n{closing}"  # blank lines: the table stands alone
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(f"{opening} {error}") from error
     parts = FENCE.split(text)  # markers shown inside ``` code blocks are examples, left alone

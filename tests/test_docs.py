@@ -49,8 +49,8 @@ def tiny(tmp_path):
                   "ci_high": [0.02, -0.01, 0.0]}).to_csv(tmp_path / "results" / "t.csv", index=False)
     page = tmp_path / "page.md"
     page.write_text("Gain <!-- value: results/t.csv task=a method=x col=diff fmt=signed -->+.012<!-- /value -->.\n\n"
-                    "<!-- table: results/t.csv task=a cols=method,diff:Δ -->\n"
-                    "| method | Δ |\n|---|---|\n| x | 0.012 |\n| y | -0.046 |\n<!-- /table -->\n")
+                    "<!-- table: results/t.csv task=a cols=method,diff:Δ -->\n\n"
+                    "| method | Δ |\n|---|---|\n| x | 0.012 |\n| y | -0.046 |\n\n<!-- /table -->\n")
     return tmp_path, page
 
 
