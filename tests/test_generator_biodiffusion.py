@@ -270,3 +270,20 @@ def test_a_fit_interrupted_mid_epoch_resumes_to_the_same_model(tmp_path, monkeyp
     for key, value in straight.parts[None].model.state_dict().items():
         torch.testing.assert_close(resumed.parts[None].model.state_dict()[key], value, rtol=0, atol=0, msg=key)
     np.testing.assert_array_equal(resumed.parts[None].history["loss"], straight.parts[None].history["loss"])
+
+
+@pytest.mark.parametrize("sampling_timesteps, drop", [(None, 0.5), (5, 0.5), (5, 0.0)])
+def test_sample_draws_x_T_then_each_steps_mask_then_noise(sampling_timesteps, drop):
+    """`sample` is `sample_from` on its generator's draws in their order: x_T, then per step the label mask
+    (none at drop 0) and the noise (none at the last step); the authors-equivalence check feeds sample_from."""
+    model = _model(sampling_timesteps=sampling_timesteps, sample_cond_drop_prob=drop).float()
+    classes = torch.tensor([0, 2, 1, 1])
+    shape = (len(classes), N_FEATURES, SEQ_LEN)
+    pairs = model.sampling_pairs(model.config)
+    g = torch.Generator().manual_seed(5)
+    x_T, draws = torch.randn(shape, generator=g), []
+    for _, t_next in pairs:
+        keep = torch.rand(len(classes), generator=g) < 1 - drop if drop else torch.ones(len(classes), dtype=torch.bool)
+        draws.append((keep, torch.randn(shape, generator=g) if t_next >= 0 else None))
+    expected = model.sample_from(x_T, classes, draws)
+    torch.testing.assert_close(model.sample(classes, torch.Generator().manual_seed(5)), expected, rtol=0, atol=0)
