@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--n", type=int, default=None, help="stays to generate (label proportions as in the data; "
                                                               "default: the training set's counts)")
     generate.add_argument("--alpha", type=float, default=None, help="instead of --n: alpha x the training stays, "
-                                                                    "an augmentation set (README, Augmentation)")
+                                                                    "an augmentation set (docs/augmentation.md)")
     generate.add_argument("--per-label", default=None, metavar="N0,N1", help="instead of --n: stays of label 0 "
                                                                             "and of label 1")
     generate.add_argument("--out", required=True, help="output .npz (X, y) + a .json manifest beside it")

@@ -108,7 +108,7 @@ class TarDiff:
                progress: bool = True, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(X_syn, y_syn): `n` stays (an int keeps the training label proportions, a dict {label: count} is
         explicit, None = the training set's counts), or `alpha` times the training stays (an augmentation set:
-        real + alpha x synthetic, README, Augmentation), in X's units (`physical`) or z-scores."""
+        real + alpha x synthetic, docs/augmentation.md), in X's units (`physical`) or z-scores."""
         if self._cohort is None:
             raise RuntimeError("call fit(X, y) or TarDiff.load(folder) first")
         if alpha is not None:

@@ -30,7 +30,7 @@ AUGMENT_SOURCES = ("ddpm", "cfg", "classifier_guidance", "tardiff", *GENERATORS)
 @dataclass
 class GeneratorSettings:
     """The paper's five baseline generators (tardiff.generators): their authors' settings unless a profile
-    states a reduction (README, Baseline generators). `--set generators.timegan.iterations=2000` reaches them."""
+    states a reduction (docs/generators.md). `--set generators.timegan.iterations=2000` reaches them."""
 
     timegan: TimeGANConfig = field(default_factory=TimeGANConfig)
     timevae: TimeVAEConfig = field(default_factory=TimeVAEConfig)

@@ -4,7 +4,7 @@
     X_syn = gen.sample(y_wanted, seed=1)                 # (len(y_wanted), T, F), in X's model space
     gen.save("models/timegan"); gen = load_generator("models/timegan")
 
-The label rule (README, "Baseline generators"): a generator its authors published without conditioning
+The label rule (docs/generators.md): a generator its authors published without conditioning
 (TimeGAN, TimeVAE, Diffusion-TS) is trained once per label, on that label's stays, and sampled at that
 label's count; TimeVQVAE and BioDiffusion condition on the label with their own class-conditional
 machinery. `y=None` fits one unlabelled model (the Sines / Stocks benchmarks).
