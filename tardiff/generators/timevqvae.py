@@ -75,17 +75,19 @@ Departures, each with its reason:
   runs fused; sampling batches are 256 (theirs 32).
 - A constant channel (std 0) is divided by 1, not 0.
 
-Checked against their code (in a scratch run, not a test: their package needs Python ≥ 3.12 and einops):
-with the same weights the stage-1 forward, band targets, tokens, losses, gradients (to 1e-9), codebook
-EMA and k-means state, the priors' logits and iterative decoding (sampler fixed, same Gumbel draws, cfg
-scales 1 and 2) equal theirs, bitwise where not stated. vector-quantize-pytorch 1.32.0 does not
-reproduce their quantiser (its k-means start sets embed_avg to means × counts), so it is not used.
+Held to their code by experiments/authors_equivalence/timevqvae.py (tests/test_authors_equivalence.py;
+results/authors_equivalence/timevqvae.md): on the same weights, batches, dropout masks and random draws,
+every stage-1 and stage-2 loss term over K = 24 AdamW steps per stage (their schedule with its epoch-end
+steps), every gradient, the parameters, codebooks (k-means start, EMA) and BatchNorm statistics after those
+steps, and iterative decoding with cfg scale 2 (each step's logits, the tokens, the series) equal theirs
+within each output's measured float32 noise, most of them bitwise; the sampled tokens exactly.
+vector-quantize-pytorch 1.32.0 does not reproduce their quantiser (its k-means start sets embed_avg to
+means × counts), so it is not used.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -94,7 +96,6 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from tardiff.generators.base import Checkpoint, Generator, progress_bar
-from tardiff.settings import check, count, fraction, number, positive
 
 
 @dataclass
@@ -143,23 +144,6 @@ class TimeVQVAEConfig:
     sampling_steps_lf: int = 10
     sampling_steps_hf: int = 10
     sample_batch_size: int = 256          # CPU: larger batches are slower (the (B, n, 1024) logits leave the cache)
-
-    RANGES: ClassVar[dict] = {
-        "n_fft": count(2, why="bin 0 and at least one more"), "init_dim": count(), "hid_dim": count(),
-        "encoder_n_resnet_blocks": count(), "decoder_n_resnet_blocks": count(), "downsampled_width_lf": count(),
-        "downsampled_width_hf": count(), "encdec_dropout": fraction(), "codebook_size_lf": count(),
-        "codebook_size_hf": count(), "codebook_dim": count(), "kmeans_iters": count(0), "codebook_decay": fraction(),
-        "commitment_weight": number(0), "lf_hidden_dim": count(), "lf_n_layers": count(), "lf_heads": count(),
-        "hf_hidden_dim": count(), "hf_n_layers": count(), "hf_heads": count(), "dim_head": count(),
-        "ff_mult": count(), "emb_dropout": fraction(), "p_unconditional": fraction(), "cfg_scale": number(0),
-        "batch_size": count(), "lr": positive(), "weight_decay": number(0), "linear_warmup_rate": number(0, 1),
-        "min_lr": number(0), "max_steps_stage1": count(), "max_steps_stage2": count(),
-        "choice_temperature_lf": number(0), "choice_temperature_hf": number(0), "sampling_steps_lf": count(),
-        "sampling_steps_hf": count(), "sample_batch_size": count(),
-    }
-
-    def __post_init__(self):
-        check(self)
 
     @classmethod
     def tiny(cls) -> "TimeVQVAEConfig":
@@ -693,6 +677,27 @@ class WarmupCosine:
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * (1 + math.cos(math.pi * progress)) / 2
 
 
+def stage_optimizer(params, max_steps: int, c: TimeVQVAEConfig):
+    """A stage's AdamW and warm-up-cosine schedule (their configure_optimizers)."""
+    optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=True)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(max_steps, c.linear_warmup_rate,
+                                                                                c.min_lr / c.lr))
+
+
+def train_step(model: TimeVQVAEModel, stage: int, xb: torch.Tensor, yb: torch.Tensor, optimizer, scheduler,
+               generator=None, end_of_epoch: bool = False) -> dict:
+    """One optimiser step of stage 1 (the VQ-VAE) or 2 (the priors) on a batch xb (B, C, L), labels yb (B, 1);
+    end_of_epoch adds Lightning's epoch-end scheduler step. The grads stay in .grad (the equivalence reads them)."""
+    losses = model.vqvae.loss(xb, generator) if stage == 1 else model.prior_loss(xb, yb, generator)
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    optimizer.step()
+    scheduler.step()
+    if end_of_epoch:
+        scheduler.step()                                                    # Lightning's epoch-end step
+    return losses
+
+
 def epoch_order(n: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
     """The shuffled order of one epoch, a function of (seed, stage, epoch) so a resumed fit finds it again."""
     state = np.random.SeedSequence([seed, stage, epoch]).generate_state(1)[0]
@@ -702,8 +707,7 @@ def epoch_order(n: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
 # scaling "none": they standardise per channel; the model holds the mean and std (module docstring)
 class TimeVQVAE(Generator, name="timevqvae", config=TimeVQVAEConfig, native_labels=True, scaling="none",
                 sampling_fields=("sample_batch_size", "choice_temperature_lf", "choice_temperature_hf",
-                                 "sampling_steps_lf", "sampling_steps_hf"),
-                budget_fields=("max_steps_stage1", "max_steps_stage2")):
+                                 "sampling_steps_lf", "sampling_steps_hf")):
 
     def build(self, n_features, seq_len, n_classes):
         if seq_len < self.config.n_fft:
@@ -724,10 +728,7 @@ class TimeVQVAE(Generator, name="timevqvae", config=TimeVQVAEConfig, native_labe
         stages = {}
         for stage, params, max_steps in ((1, model.vqvae.parameters(), c.max_steps_stage1),
                                          (2, transformers, c.max_steps_stage2)):
-            optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=True)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, WarmupCosine(max_steps, c.linear_warmup_rate, c.min_lr / c.lr))
-            stages[stage] = (optimizer, scheduler, max_steps)
+            stages[stage] = (*stage_optimizer(params, max_steps, c), max_steps)
         generator = torch.Generator().manual_seed(seed)
         state = {"stage1_steps": 0, "stage2_steps": 0, "loss": {"stage1": [], "stage2": []}}
         state.update(checkpoint.restore(model=model, optimizer1=stages[1][0], scheduler1=stages[1][1],
@@ -745,18 +746,10 @@ class TimeVQVAE(Generator, name="timevqvae", config=TimeVQVAEConfig, native_labe
                 if order[0] != (stage, epoch):
                     order = ((stage, epoch), epoch_order(N, seed, stage, epoch))
                 index = order[1][position * c.batch_size:(position + 1) * c.batch_size]
-                xb = x_all[index.to(device)]
-                if stage == 1:
-                    losses = model.vqvae.loss(xb, generator)
-                else:
-                    losses = model.prior_loss(xb, y_all[index.to(device)], generator)
-                optimizer.zero_grad(set_to_none=True)
-                losses["loss"].backward()
-                optimizer.step()
-                scheduler.step()
+                end_of_epoch = c.scheduler_epoch_step and (state[key] + 1) % per_epoch == 0
+                losses = train_step(model, stage, x_all[index.to(device)], y_all[index.to(device)], optimizer,
+                                    scheduler, generator, end_of_epoch)
                 state[key] += 1
-                if c.scheduler_epoch_step and state[key] % per_epoch == 0:
-                    scheduler.step()                                    # Lightning's epoch-end step
                 state["loss"][f"stage{stage}"].append(losses["loss"].item())
                 bar.update(1)
                 done = state["stage1_steps"] + state["stage2_steps"]
