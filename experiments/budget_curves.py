@@ -185,6 +185,7 @@ def real_row(profile: Profile, real, seed: int) -> pd.DataFrame:
 
 def curves(profile: Profile, real, multiples, work: Path, seed: int, names=METHODS) -> pd.DataFrame:
     """Every (method, multiple) row, resuming from work/rows.csv (a finished multiple is not refitted)."""
+    work.mkdir(parents=True, exist_ok=True)
     done_path = work / "rows.csv"
     done = pd.read_csv(done_path) if done_path.exists() else pd.DataFrame()
     if done.empty or "real" not in set(done.method):

@@ -129,7 +129,7 @@ class BioDiffusionConfig:
     def tiny(cls) -> "BioDiffusionConfig":
         """Seconds on a CPU: for the tests and the smoke profile."""
         return cls(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, timesteps=20, batch_size=32,
-                   epochs=4)
+                   epochs=4, max_steps=40)
 
 
 # --------------------------------------------------------------------------- the network
