@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tardiff.generators import get_generator
-from tardiff.generators.timevae import TimeVAE, TimeVAEConfig, TimeVAEModel, _same_pad
+from tardiff.generators.timevae import (KerasAdam, TimeVAE, TimeVAEConfig, TimeVAEModel,
+                                       _conv_transpose_same, _same_pad)
 
 
 def test_loss_against_numpy_by_hand():
@@ -41,6 +42,42 @@ def test_keras_same_padding_for_stride_two(length, expected):
     conv = torch.nn.Conv1d(1, 1, 3, stride=2)
     out = conv(torch.nn.functional.pad(torch.zeros(1, 1, length), expected))
     assert out.shape[-1] == math.ceil(length / 2)
+
+
+def test_keras_same_transposed_convolution_against_a_loop():
+    """Keras's Conv1DTranspose(3, stride 2, "same") places w[k] h[j] at 2j + k and keeps 2L steps (TF pads the
+    forward convolution it transposes on the right only): a loop over j and k."""
+    torch.manual_seed(0)
+    conv = torch.nn.ConvTranspose1d(2, 3, 3, stride=2)
+    h = torch.randn(2, 2, 5)                                                # (B, C_in, L)
+    w, b = conv.weight.detach().numpy(), conv.bias.detach().numpy()        # (C_in, C_out, k)
+    expected = np.zeros((2, 3, 10)) + b[None, :, None]
+    for j in range(5):
+        for k in range(3):
+            if 2 * j + k < 10:
+                expected[:, :, 2 * j + k] += np.einsum("bi,io->bo", h[:, :, j].numpy(), w[:, :, k])
+    np.testing.assert_allclose(_conv_transpose_same(conv, h).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_adam_against_a_loop():
+    """Keras's Adam: ε added to √v with α = lr·√(1 − β2^t)/(1 − β1^t), β^t of float32 β (what tf.cast of a
+    Python float computes), a halved lr taking effect at the next step; in float64, to rounding."""
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(30, 4)) * np.array([1e-7, 1e-3, 1.0, 100.0])
+    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    optimizer = KerasAdam([p], lr=1e-3)
+    theta, m, v, lr = np.zeros(4), np.zeros(4), np.zeros(4), 1e-3
+    b1, b2 = float(np.float32(0.9)), float(np.float32(0.999))
+    for t, g in enumerate(grads, start=1):
+        if t == 20:
+            lr /= 2
+            optimizer.param_groups[0]["lr"] /= 2
+        p.grad = torch.as_tensor(g)
+        optimizer.step()
+        m += (g - m) * (1 - 0.9)
+        v += (g * g - v) * (1 - 0.999)
+        theta -= m * (lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)) / (np.sqrt(v) + 1e-7)
+        np.testing.assert_allclose(p.detach().numpy(), theta, rtol=1e-12, atol=0)
 
 
 def test_shapes_for_a_length_not_a_power_of_two():

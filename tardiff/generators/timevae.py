@@ -1,26 +1,31 @@
 """TimeVAE (Desai, Freeman, Wang, Beaver; arXiv 2111.08095), rebuilt in PyTorch from abudesai/timeVAE (MIT).
 
 Read from `src/vae/timevae.py`, `src/vae/vae_base.py`, `src/data_utils.py` and
-`src/config/hyperparameters.yaml` at commit 9914576:
+`src/config/hyperparameters.yaml` at commit 9914576, and held to them step for step (same weights, batches and
+noise: losses, gradients, parameters after 24 Adam steps and samples equal within their own float32 noise, and
+to 1e-15 in float64; experiments/authors_equivalence/timevae.py, results/authors_equivalence/timevae.md):
 - Encoder: Conv1D(filters, kernel 3, stride 2, "same" padding, ReLU) for filters (50, 100, 200), flatten,
   Dense -> z_mean and Dense -> z_log_var (latent 8), z = mean + exp(log_var / 2) ε.
 - Decoder of the default "base" model: a level term (Dense(F, ReLU), Dense(F), repeated over time) plus the
-  residual branch (Dense, reshape, Conv1DTranspose (100, 50, F; kernel 3, stride 2, ReLU), flatten,
+  residual branch (Dense, reshape, Conv1DTranspose (100, 50, F; kernel 3, stride 2, "same", ReLU), flatten,
   Dense(T·F)); the trend polynomial and custom seasonalities are built when `trend_poly` / `custom_seas`
   ask for them (the interpretable TimeVAE), off by default as in the authors' configuration.
 - Loss, summed over the batch: 3.0 · (Σ (x − x̂)² + Σ_{stay, t} (mean_f x − mean_f x̂)²) + KL.
-- Adam (Keras defaults: lr 1e-3, ε 1e-7), batch 16, at most 1,000 epochs, data min-max scaled per
-  (time step, feature) over stays (their `MinMaxScaler` applies `np.min(data, 0)` to 3-D arrays).
+- Keras's Adam (lr 1e-3, β 0.9 / 0.999, ε 1e-7 added to √v, bias-correction powers of float32 β: `KerasAdam`),
+  batch 16, at most 1,000 epochs, data min-max scaled per (time step, feature) over stays (their
+  `MinMaxScaler` applies `np.min(data, 0)` to 3-D arrays).
 - Sampling: z ~ N(0, I) through the decoder.
 
 Departures, each with its reason:
 - Early stopping (min_delta 1e-2, patience 50) and reduce-on-plateau (×0.5, patience 30) monitor the epoch's
-  mean total loss. The released code asks its Keras callbacks to monitor "total_loss", a key its
-  `train_step` does not return (it returns "loss"), so Keras warns and neither callback ever fires there:
-  as released it trains 1,000 epochs at lr 1e-3. `callbacks=False` runs it that way.
+  mean total loss, by Keras's rules (held to their callback objects on a given loss sequence). The released
+  code asks its Keras callbacks to monitor "total_loss", a key its `train_step` does not return (it returns
+  "loss"), so Keras warns and neither callback ever fires there: as released it trains 1,000 epochs at lr
+  1e-3. `callbacks=False` runs it that way.
 - The authors hold out 10 % of the data as a validation split that nothing reads; all stays train here.
-- Weights start as Keras's do (Glorot-uniform kernels, zero biases); "same" padding is Keras's (the extra
-  pad on the right); the transposed convolutions' output alignment may differ from Keras's by one step.
+- Inverse scaling is the shared `Scaler`, which multiplies by span + 1e-7 where theirs multiplies by span:
+  a relative difference of 1e-7 / span (measured 1e-7 of the largest value, float32 rounding).
+- Weights start as Keras's do (Glorot-uniform kernels, zero biases), not from Keras's random stream.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,6 +85,12 @@ def _same_pad(length: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _conv_transpose_same(conv: nn.ConvTranspose1d, h: torch.Tensor) -> torch.Tensor:
+    """Keras's Conv1DTranspose(kernel 3, stride 2, "same"): out[i] = b + Σ_{2j + k = i} w[k] h[j] for i < 2L.
+    Torch's unpadded transposed convolution computes the same sums for i ≤ 2L: its last step is dropped."""
+    return conv(h)[..., :2 * h.shape[-1]]                                   # (B, C_out, 2L)
+
+
 class TimeVAEModel(nn.Module):
     def __init__(self, n_features: int, seq_len: int, config: TimeVAEConfig):
         super().__init__()
@@ -101,8 +113,7 @@ class TimeVAEModel(nn.Module):
         if config.use_residual_conn:
             self.residual_in = nn.Linear(config.latent_dim, flat)
             outs = list(reversed(sizes[:-1])) + [n_features]
-            self.decoder_convs = nn.ModuleList(nn.ConvTranspose1d(c_in, c_out, 3, stride=2, padding=1,
-                                                                  output_padding=1)
+            self.decoder_convs = nn.ModuleList(nn.ConvTranspose1d(c_in, c_out, 3, stride=2)
                                                for c_in, c_out in zip(list(reversed(sizes)), outs))
             self.residual_out = nn.Linear(self.lengths[-1] * 2 ** len(sizes) * n_features, seq_len * n_features)
         for module in self.modules():  # Keras's initialisation
@@ -134,16 +145,56 @@ class TimeVAEModel(nn.Module):
         if self.config.use_residual_conn:
             h = F.relu(self.residual_in(z)).reshape(B, self.lengths[-1], -1).transpose(1, 2)  # (B, C, L)
             for conv in self.decoder_convs:
-                h = F.relu(conv(h))
+                h = F.relu(_conv_transpose_same(conv, h))
             out = out + self.residual_out(h.transpose(1, 2).flatten(1)).reshape(B, T, Fd)
         return out
 
-    def loss(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def loss_terms(self, x: torch.Tensor, eps: torch.Tensor) -> dict:
+        """The authors' `train_step` losses on a batch x (B, T, F) with the reparameterisation noise eps (B, latent)."""
         mean, log_var = self.encode(x)
         x_hat = self.decode(mean + torch.exp(0.5 * log_var) * eps)
         reconstruction = ((x - x_hat) ** 2).sum() + ((x.mean(2) - x_hat.mean(2)) ** 2).sum()
         kl = (-0.5 * (1 + log_var - mean ** 2 - log_var.exp())).sum()
-        return self.config.reconstruction_wt * reconstruction + kl
+        return {"reconstruction": reconstruction, "kl": kl,
+                "total": self.config.reconstruction_wt * reconstruction + kl}
+
+    def loss(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return self.loss_terms(x, eps)["total"]
+
+
+class KerasAdam(torch.optim.Adam):
+    """Keras 2's Adam `update_step`: m += (g − m)(1 − β1); v += (g² − v)(1 − β2); θ −= m·α / (√v + ε) with
+    α = lr·√(1 − β2^t) / (1 − β1^t), computed in the parameters' dtype from β cast to float32 first (`tf.cast`
+    of a Python float makes a float32 tensor: 1 − float32(0.999) is 0.001 · (1 − 1.3e-5), so α is 6.7e-6 below
+    the float64 value at t = 1).
+
+    Run by torch's fused Adam, whose update is lr/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε): each step sets its
+    ε to ε_Keras / √(1 − β2^t) and its lr to α (1 − β1^t) / √(1 − β2^t), then puts Keras's lr back (the
+    callbacks change it). The step count lives in the param group, so it is checkpointed.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-7):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, fused=True)
+        for group in self.param_groups:
+            group["keras_eps"], group["keras_step"] = eps, 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        keras_lr = [group["lr"] for group in self.param_groups]
+        for group in self.param_groups:
+            group["keras_step"] += 1
+            (b1, b2), t = group["betas"], group["keras_step"]
+            dtype = np.float64 if group["params"][0].dtype == torch.float64 else np.float32
+            one, power = dtype(1), dtype(t)
+            alpha = dtype(group["lr"]) * np.sqrt(one - dtype(np.float32(b2)) ** power) / (
+                one - dtype(np.float32(b1)) ** power)
+            group["lr"] = float(alpha) * (1 - b1 ** t) / math.sqrt(1 - b2 ** t)
+            group["eps"] = group["keras_eps"] / math.sqrt(1 - b2 ** t)
+        try:
+            return super().step(closure)
+        finally:
+            for group, lr in zip(self.param_groups, keras_lr):
+                group["lr"] = lr
 
 
 class TimeVAE(Generator, name="timevae", config=TimeVAEConfig, native_labels=False, scaling="minmax01_tf",
@@ -153,29 +204,47 @@ class TimeVAE(Generator, name="timevae", config=TimeVAEConfig, native_labels=Fal
             raise ValueError("TimeVAE needs a decoder term: use_residual_conn, trend_poly or custom_seas")
         return TimeVAEModel(n_features, seq_len, self.config)
 
+    def optimizer(self, model: TimeVAEModel) -> torch.optim.Optimizer:
+        """Keras's Adam() as the authors compile it: lr 1e-3, β 0.9 / 0.999, ε 1e-7 added to √v (not √v̂)."""
+        return KerasAdam(model.parameters(), lr=self.config.lr, betas=(0.9, 0.999), eps=1e-7)
+
+    @staticmethod
+    def train_step(model: TimeVAEModel, optimizer, xb: torch.Tensor, eps: torch.Tensor) -> dict:
+        """The authors' `train_step`: one Adam step on the summed loss; returns its terms as floats."""
+        terms = model.loss_terms(xb, eps)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        return {name: value.item() for name, value in terms.items()}
+
+    def train_epoch(self, model: TimeVAEModel, optimizer, batches) -> tuple[float, list[dict]]:
+        """One epoch over (x, eps) mini-batches in the order given: Keras's epoch "loss" (the mean of the steps'
+        totals, what the callbacks monitor) and each step's loss terms."""
+        steps = [self.train_step(model, optimizer, xb, eps) for xb, eps in batches]
+        return sum(step["total"] for step in steps) / len(steps), steps
+
+    def callback_state(self) -> dict:
+        """What Keras's EarlyStopping and ReduceLROnPlateau hold at `on_train_begin`."""
+        return {"lr": self.config.lr, "best_stop": math.inf, "wait_stop": 0, "best_lr": math.inf, "wait_lr": 0,
+                "stopped_early": False}
+
     def train(self, model, X, y, seed, device, checkpoint: Checkpoint, progress):
         c = self.config
-        optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, eps=1e-7)
+        optimizer = self.optimizer(model)
         generator = torch.Generator().manual_seed(seed)
-        state = {"epoch": 0, "steps": 0, "loss": [], "lr": c.lr, "best_stop": math.inf, "wait_stop": 0,
-                 "best_lr": math.inf, "wait_lr": 0, "stopped_early": False}
+        state = {"epoch": 0, "steps": 0, "loss": [], **self.callback_state()}
         state.update(checkpoint.restore(model=model, optimizer=optimizer, generator=generator))
         X_all = torch.as_tensor(X).to(device)
         bar = progress_bar(c.max_epochs, state["epoch"], "TimeVAE epochs", progress)
         model.train()
         while state["epoch"] < c.max_epochs and not state["stopped_early"]:
             order = torch.randperm(len(X), generator=generator).to(device)
-            total = 0.0
-            for start in range(0, len(X), c.batch_size):
-                xb = X_all[order[start:start + c.batch_size]]
-                eps = torch.randn((len(xb), c.latent_dim), generator=generator).to(device)
-                loss = model.loss(xb, eps)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item()
-                state["steps"] += 1
-            epoch_loss = total / math.ceil(len(X) / c.batch_size)  # Keras's Mean over the epoch's batches
+            batches = ((X_all[order[start:start + c.batch_size]],
+                        torch.randn((len(order[start:start + c.batch_size]), c.latent_dim),
+                                    generator=generator).to(device))
+                       for start in range(0, len(X), c.batch_size))
+            epoch_loss, steps = self.train_epoch(model, optimizer, batches)
+            state["steps"] += len(steps)
             state["loss"].append(epoch_loss)
             state["epoch"] += 1
             if c.callbacks:
@@ -208,5 +277,10 @@ class TimeVAE(Generator, name="timevae", config=TimeVAEConfig, native_labels=Fal
     def generate(self, model, n, y, seed, device, progress):
         generator = torch.Generator().manual_seed(seed)
         z = torch.randn((n, self.config.latent_dim), generator=generator)
+        return self.decode_prior(model, z, device)
+
+    def decode_prior(self, model: TimeVAEModel, z: torch.Tensor, device) -> "np.ndarray":
+        """The authors' `get_prior_samples` after the draw: z (n, latent) through the decoder, in batches."""
         batch = self.config.sample_batch_size
-        return torch.cat([model.decode(z[i:i + batch].to(device)).cpu() for i in range(0, n, batch)]).numpy()
+        with torch.no_grad():
+            return torch.cat([model.decode(z[i:i + batch].to(device)).cpu() for i in range(0, len(z), batch)]).numpy()
