@@ -108,7 +108,7 @@ def parse_setting(token: str) -> dict:
 
 
 def same_as_authors(generator: str, benchmark: str, reductions: str) -> bool:
-    """A row that would repeat the authors' row (e.g. TimeVAE: the default profile keeps its settings)."""
+    """A row that would repeat the authors' row (e.g. `max_epochs=1000` for TimeVAE, its authors' value)."""
     return reductions != "authors" and settings(generator, benchmark, reductions)[0] == settings(generator,
                                                                                                  benchmark)[0]
 
