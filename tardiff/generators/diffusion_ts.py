@@ -27,7 +27,10 @@ Read at commit 566307e: `Models/interpretable_diffusion/{gaussian_diffusion,tran
 
 Departures, each with its reason. The denoiser keeps their modules, names and initialisation order (their
 state_dict loads into `DiffusionTSModel.denoiser`, one seed draws the same initial weights, outputs and
-gradients agree to float rounding); the first four only compute the same thing faster on a CPU.
+gradients agree to float rounding); the first four only compute the same thing faster on a CPU. Held to their
+code on the same weights and draws by experiments/authors_equivalence/diffusion_ts.py: losses, gradients, the
+parameters and EMA after 125 solver steps, ancestral and DDIM samples agree to float32 rounding
+(results/authors_equivalence/diffusion_ts.md).
 - The seasonal part's DFT and its extrapolation Σ |X_k| cos(2π (k/T) t + ∠X_k) over the kept bins and their
   conjugates are two small matmuls with fixed (2K, T) / (T, 2K) bases; theirs is an rFFT plus a
   (B, 2k, T, d) tensor of cosines built from `abs` and `angle`. Bins are ranked by |X_k|² (the same order;
@@ -459,37 +462,48 @@ class DiffusionTSModel(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, sampling_timesteps: int | None = None, eta: float = 0.0,
-               progress: bool = False) -> torch.Tensor:
-        """(n, T, F) from the EMA denoiser: ancestral over every step, or DDIM over `sampling_timesteps`."""
+               progress: bool = False, randn=None) -> torch.Tensor:
+        """(n, T, F) from the EMA denoiser: ancestral over every step, or DDIM over `sampling_timesteps`.
+
+        `randn(shape)` draws each Gaussian in turn (default: from `generator`), so a comparison can feed given noise.
+        """
         T = self.config.timesteps
         steps = T if sampling_timesteps is None else int(sampling_timesteps)
         if not 1 <= steps <= T:
             raise ValueError(f"sampling_timesteps must be in 1..{T} (timesteps), got {steps}")
         device = self.betas.device
-        net = self.ema_denoiser
-        x = torch.randn((n, self.seq_len, self.n_features), generator=generator, device=device)
-        if steps == T:  # their `sample` / `p_sample`
+        if randn is None:
+            def randn(shape):
+                return torch.randn(shape, generator=generator, device=device)
+        x = randn((n, self.seq_len, self.n_features))
+        if steps == T:  # their `sample`
             for t in _steps(reversed(range(T)), T, progress):
-                x0 = net(x, torch.full((1,), t, device=device)).clamp_(-1.0, 1.0)
-                mean = self.posterior_mean_coef1[t] * x0 + self.posterior_mean_coef2[t] * x
-                if t > 0:
-                    noise = torch.randn(x.shape, generator=generator, device=device)
-                    x = mean + (0.5 * self.posterior_log_variance_clipped[t]).exp() * noise
-                else:
-                    x = mean
+                x = self.ancestral_step(x, t, randn(x.shape) if t > 0 else None)
             return x
         for time, time_next in _steps(ddim_times(T, steps), steps, progress):  # their `fast_sample`
-            x0 = net(x, torch.full((1,), time, device=device)).clamp_(-1.0, 1.0)
-            if time_next < 0:
-                x = x0
-                continue
-            pred_noise = (self.sqrt_recip_alphas_cumprod[time] * x - x0) / self.sqrt_recipm1_alphas_cumprod[time]
-            alpha, alpha_next = self.alphas_cumprod[time], self.alphas_cumprod[time_next]
-            sigma = eta * ((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha)).sqrt()
-            x = x0 * alpha_next.sqrt() + (1 - alpha_next - sigma ** 2).sqrt() * pred_noise
-            if eta > 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator, device=device)
+            x = self.ddim_step(x, time, time_next, eta, randn(x.shape) if eta > 0 and time_next >= 0 else None)
         return x
+
+    @torch.no_grad()
+    def ancestral_step(self, x, t: int, noise):
+        """Their p_sample: x_{t−1} ~ q(x_{t−1} | x_t, x̂0), x̂0 the EMA denoiser's, clipped to [−1, 1]; the
+        posterior mean alone at t = 0 (noise None)."""
+        x0 = self.ema_denoiser(x, torch.full((1,), t, device=x.device)).clamp_(-1.0, 1.0)
+        mean = self.posterior_mean_coef1[t] * x0 + self.posterior_mean_coef2[t] * x
+        return mean if noise is None else mean + (0.5 * self.posterior_log_variance_clipped[t]).exp() * noise
+
+    @torch.no_grad()
+    def ddim_step(self, x, time: int, time_next: int, eta: float, noise):
+        """One step of their fast_sample (DDIM) from `time` to `time_next` through the clipped x̂0; x̂0 itself
+        when time_next < 0; `noise` (None when eta = 0) scaled by σ."""
+        x0 = self.ema_denoiser(x, torch.full((1,), time, device=x.device)).clamp_(-1.0, 1.0)
+        if time_next < 0:
+            return x0
+        pred_noise = (self.sqrt_recip_alphas_cumprod[time] * x - x0) / self.sqrt_recipm1_alphas_cumprod[time]
+        alpha, alpha_next = self.alphas_cumprod[time], self.alphas_cumprod[time_next]
+        sigma = eta * ((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha)).sqrt()
+        x = x0 * alpha_next.sqrt() + (1 - alpha_next - sigma ** 2).sqrt() * pred_noise
+        return x if noise is None else x + sigma * noise
 
 
 def _steps(iterable, total: int, progress: bool):
@@ -587,11 +601,7 @@ class DiffusionTS(Generator, name="diffusion_ts", config=DiffusionTSConfig, nati
 
     def train(self, model: DiffusionTSModel, X, y, seed, device, checkpoint: Checkpoint, progress):
         c = self.config
-        net, ema_net = model.denoiser, model.ema_denoiser
-        params = list(net.parameters())
-        optimizer = torch.optim.Adam(params, lr=c.base_lr, betas=tuple(c.adam_betas), foreach=True)
-        scheduler = WarmupPlateau(optimizer, c.lr_factor, c.lr_patience, c.lr_threshold, "rel", c.lr_cooldown,
-                                  c.min_lr, c.warmup_lr, c.warmup)
+        optimizer, scheduler = self.optimiser(model)
         generator = torch.Generator(device=device).manual_seed(seed)
         state = {"steps": 0, "loss": [], "lr": [], "epoch": 0, "batch": 0, "ema_initted": False}
         state.update(checkpoint.restore(model=model, optimizer=optimizer, scheduler=scheduler, generator=generator))
@@ -600,12 +610,10 @@ class DiffusionTS(Generator, name="diffusion_ts", config=DiffusionTSConfig, nati
         batch = min(c.batch_size, n)            # their loader drops the last partial batch
         per_epoch = n // batch
         order = epoch_order(n, seed, state["epoch"], device)
-        ema_pairs = (list(ema_net.parameters()), params)
         bar = progress_bar(c.train_steps, state["steps"], "Diffusion-TS steps", progress)
-        net.train()
+        model.denoiser.train()
         while state["steps"] < c.train_steps:
-            optimizer.zero_grad(set_to_none=True)
-            total = 0.0
+            micro_batches = []
             for _ in range(c.gradient_accumulate_every):  # consecutive batches of their cycled loader
                 if state["batch"] == per_epoch:
                     state["epoch"], state["batch"] = state["epoch"] + 1, 0
@@ -614,16 +622,8 @@ class DiffusionTS(Generator, name="diffusion_ts", config=DiffusionTSConfig, nati
                 state["batch"] += 1
                 t = torch.randint(0, c.timesteps, (len(x0),), generator=generator, device=device)
                 noise = torch.randn(x0.shape, generator=generator, device=device)
-                loss = model.training_loss(x0, t, noise) / c.gradient_accumulate_every
-                loss.backward()
-                total += loss.item()
-            torch.nn.utils.clip_grad_norm_(params, c.clip_grad_norm)
-            optimizer.step()
-            scheduler.step(total)
-            self._ema_update(state, *ema_pairs)
-            state["steps"] += 1
-            state["loss"].append(total)
-            state["lr"].append(optimizer.param_groups[0]["lr"])
+                micro_batches.append((x0, t, noise))
+            total = self.optimiser_step(model, optimizer, scheduler, state, micro_batches)
             bar.update(1)
             if state["steps"] % 50 == 0:
                 bar.set_postfix(loss=f"{total:.4f}")
@@ -631,6 +631,35 @@ class DiffusionTS(Generator, name="diffusion_ts", config=DiffusionTSConfig, nati
         bar.close()
         return {"steps": state["steps"], "epochs": state["epoch"], "loss": state["loss"], "lr": state["lr"],
                 "final_lr": optimizer.param_groups[0]["lr"]}
+
+    def optimiser(self, model: DiffusionTSModel) -> tuple:
+        """Their solver's Adam (betas 0.9, 0.96) on the denoiser and its ReduceLROnPlateauWithWarmup."""
+        c = self.config
+        optimizer = torch.optim.Adam(model.denoiser.parameters(), lr=c.base_lr, betas=tuple(c.adam_betas),
+                                     foreach=True)
+        scheduler = WarmupPlateau(optimizer, c.lr_factor, c.lr_patience, c.lr_threshold, "rel", c.lr_cooldown,
+                                  c.min_lr, c.warmup_lr, c.warmup)
+        return optimizer, scheduler
+
+    def optimiser_step(self, model: DiffusionTSModel, optimizer, scheduler, state: dict, micro_batches) -> float:
+        """One step of their solver on `micro_batches` [(x0, t, noise)]: the summed loss / accumulate, its
+        gradient norm clipped, Adam, the scheduler on the step's loss, the EMA; returns the step's loss."""
+        c = self.config
+        params = list(model.denoiser.parameters())
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for x0, t, noise in micro_batches:
+            loss = model.training_loss(x0, t, noise) / c.gradient_accumulate_every
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, c.clip_grad_norm)
+        optimizer.step()
+        scheduler.step(total)
+        self._ema_update(state, list(model.ema_denoiser.parameters()), params)
+        state["steps"] += 1
+        state["loss"].append(total)
+        state["lr"].append(optimizer.param_groups[0]["lr"])
+        return total
 
     def _ema_update(self, state: dict, ema_params: list, params: list) -> None:
         """ema-pytorch 0.2.1's EMA.update after optimiser step `state["steps"]` (0-based), as their solver calls it."""
