@@ -5,7 +5,8 @@ at a small configuration with every part of the method: the STFT split into LF/H
 quantisers (k-means start, EMA codebook update, commitment loss), both decoders and all four loss terms;
 the MaskGIT priors per band with class conditioning, p_unconditional label dropout and embedding dropout,
 their masked-token loss; iterative decoding with the cosine schedule, choice temperatures and
-classifier-free guidance (scale 2). Their training loop is their LightningModules' (ExpStage1/ExpStage2 at
+classifier-free guidance (scale 2; also one stage-2 batch trained at scale 2, where their masked_prediction
+applies it too). Their training loop is their LightningModules' (ExpStage1/ExpStage2 at
 the parent of b3d87ed, which v1.0.1 no longer ships): AdamW (torch defaults but lr), their
 `linear_warmup_cosine_annealingLR` (imported from that commit's utils/optim.py) stepped inside
 `training_step`, i.e. before the optimiser, and once more at each epoch's end (Lightning's default for a
@@ -33,6 +34,7 @@ TOLERANCE_FLOOR. Tokens are integers decided by identical draws: their tolerance
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import subprocess
 import sys
@@ -57,6 +59,7 @@ MODEL = dict(n_fft=4, init_dim=4, hid_dim=16, encoder_n_resnet_blocks=1, decoder
              codebook_dim=4, lf_hidden_dim=16, lf_n_layers=2, lf_heads=2, hf_hidden_dim=8, hf_n_layers=1, hf_heads=1,
              ff_mult=1, p_unconditional=0.2, emb_dropout=0.3, encdec_dropout=0.3)
 OPTIM = dict(lr=5e-3, linear_warmup_rate=0.05, min_lr=5e-4)
+TRAIN_CFG_SCALE = 2.0     # one stage-2 batch with guidance inside training (config.yaml trains at 1)
 SAMPLING = dict(n=8, steps_lf=4, steps_hf=4, choice_temperature_lf=10.0, choice_temperature_hf=4.0, cfg_scale=2.0)
 TOLERANCE_FACTOR = 10.0   # twice for the triangle ours - f64 - theirs, five for op order we do not share
 TOLERANCE_FLOOR = 1e-6    # a few float32 ulps: a measured noise of 0 still allows a rounding
@@ -184,27 +187,37 @@ class KeyedDropout:
             self.key = saved
 
     @contextlib.contextmanager
-    def active(self, modules: dict, method_owner, method: str, key_of):
-        """F.dropout replaced; each nn.Dropout in `modules` ({key: module}) keys its calls, and so does
-        method_owner.method (the priors' embedding dropout) with key_of(self, *args)."""
+    def active(self, modules: dict, prior_class, method: str):
+        """F.dropout replaced; each nn.Dropout in `modules` ({key: module}) keys its calls, and so does the prior's
+        embedding dropout `prior_class.method(tokens, emb, band, ...)`: "<prior kind>.<band>.<cond|uncond>", the
+        last from the class_condition its forward was given (guidance runs both passes, in either order)."""
         import torch.nn.functional as F
-        saved_dropout, original = F.dropout, getattr(method_owner, method)
+        saved_dropout, original, forward = F.dropout, getattr(prior_class, method), prior_class.forward
         hooks = [m.register_forward_pre_hook(lambda mod, inp, key=key: setattr(self, "key", key))
                  for key, m in modules.items()]
         hooks += [m.register_forward_hook(lambda mod, inp, out: setattr(self, "key", None)) for m in modules.values()]
-        harness = self
+        harness, condition = self, [None]
 
-        def wrapped(obj, *args, **kwargs):
-            with harness.keyed(key_of(obj, *args)):
-                return original(obj, *args, **kwargs)
+        def embedding_dropout(obj, tokens, emb, band, *args, **kwargs):
+            with harness.keyed(f"{obj.kind}.{band}.{condition[0]}"):
+                return original(obj, tokens, emb, band, *args, **kwargs)
+
+        def prior_forward(obj, *args, **kwargs):
+            saved, condition[0] = condition[0], "uncond" if kwargs.get("class_condition") is None else "cond"
+            try:
+                return forward(obj, *args, **kwargs)
+            finally:
+                condition[0] = saved
 
         F.dropout = self
-        setattr(method_owner, method, wrapped)
+        setattr(prior_class, method, embedding_dropout)
+        prior_class.forward = prior_forward
         try:
             yield
         finally:
             F.dropout = saved_dropout
-            setattr(method_owner, method, original)
+            setattr(prior_class, method, original)
+            prior_class.forward = forward
             for h in hooks:
                 h.remove()
 
@@ -346,8 +359,7 @@ def _authors_pipeline(mods: dict, data: dict, tape: Tape, dtype_name: str, start
     lrs = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(_swapped(mods["vq"], "torch", torch_proxy))
-        stack.enter_context(dropout.active(dropouts, bt.BidirectionalTransformer, "_token_emb_dropout",
-                                           lambda obj, *a: None))
+        stack.enter_context(dropout.active(dropouts, bt.BidirectionalTransformer, "_token_emb_dropout"))
         for k in range(K):
             index = torch.as_tensor(data["input/stage1/batch_index"][k])
             res = vqvae(x_all[index])
@@ -390,17 +402,34 @@ def _authors_pipeline(mods: dict, data: dict, tape: Tape, dtype_name: str, start
             _load(module, start, f"weights/stage2/{name}.", dtype)
         module.to(dtype)
         out.update(_state(module, f"weights/stage2/{name}."))
-    tape.phase = "stage2"
-    optimizer = torch.optim.AdamW(maskgit.parameters(), lr=OPTIM["lr"])
-    scheduler = schedule(optimizer)
-    maskgit.train()                                       # Lightning's model.train(); their forward sets eval
-    lrs = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(_swapped(mods["maskgit"], "torch", torch_proxy))
         stack.enter_context(_swapped(mods["maskgit"], "np", np_proxy))
         stack.enter_context(_swapped(bt, "torch", torch_proxy))
-        stack.enter_context(dropout.active({}, bt.BidirectionalTransformer, "_token_emb_dropout",
-                                           lambda obj, s, emb, freq, *a, **kw: f"{obj.kind}.{freq}"))
+        stack.enter_context(dropout.active({}, bt.BidirectionalTransformer, "_token_emb_dropout"))
+        # guidance inside training (their masked_prediction when cfg_scale != 1): one batch, loss and gradients,
+        # then the priors put back as they were (their Upscale's BatchNorm statistics moved)
+        saved = {name: copy.deepcopy(module.state_dict()) for name, module in transformers.items()}
+        tape.phase, maskgit.cfg_scale = "stage2_cfg", TRAIN_CFG_SCALE
+        maskgit.train()
+        res = maskgit(x_all[torch.as_tensor(data["input/stage2/batch_index"][0])],
+                      y_all[torch.as_tensor(data["input/stage2/batch_index"][0])])
+        res.total_mask_prediction_loss.backward()
+        for name, value in (("LF", res.mask_pred_loss_l), ("HF", res.mask_pred_loss_h),
+                            ("loss", res.total_mask_prediction_loss)):
+            out[f"loss/stage2_cfg{TRAIN_CFG_SCALE:g}/{name}"] = value.detach().reshape(()).numpy().copy()
+        out.update({f"grad/stage2_cfg{TRAIN_CFG_SCALE:g}/{name}.{n}": p.grad.numpy().copy()
+                    for name, module in transformers.items() for n, p in module.named_parameters()})
+        maskgit.zero_grad(set_to_none=True)
+        for name, module in transformers.items():
+            module.load_state_dict(saved[name])
+        maskgit.cfg_scale = 1.0
+
+        tape.phase = "stage2"
+        optimizer = torch.optim.AdamW(maskgit.parameters(), lr=OPTIM["lr"])
+        scheduler = schedule(optimizer)
+        maskgit.train()                                   # Lightning's model.train(); their forward sets eval
+        lrs = []
         for k in range(K):
             index = torch.as_tensor(data["input/stage2/batch_index"][k])
             res = maskgit(x_all[index], y_all[index])
@@ -489,8 +518,8 @@ def _relative(a, b) -> float:
     return diff / scale if scale > 0 else diff
 
 
-TOLERANCE_PREFIXES = ("loss/stage1/", "loss/stage2/", "grad/stage1/", "grad/stage2/", "param_after/stage1/",
-                      "param_after/stage2/", "sample/logits/", "sample/x")
+TOLERANCE_PREFIXES = ("loss/stage1/", "loss/stage2/", "loss/stage2_cfg2/", "grad/stage1/", "grad/stage2/",
+                      "grad/stage2_cfg2/", "param_after/stage1/", "param_after/stage2/", "sample/logits/", "sample/x")
 
 
 def run_authors(repo_dir) -> tuple[dict, dict]:
@@ -554,7 +583,8 @@ def run_authors(repo_dir) -> tuple[dict, dict]:
             "proxies of those modules' torch/np globals and patched Categorical.sample / Tensor.uniform_",
             "F.dropout replaced in both by x * mask / (1 - p) with harness-drawn Bernoulli(1 - p) masks keyed by "
             "module (ResBlock dropout .3, prior embedding dropout .3); p = 0 dropouts pass through as before",
-            "sampling sets maskgit.cfg_scale = 2 after training with 1 (config.yaml's), so guidance is exercised",
+            "maskgit.cfg_scale set to 2 for one extra stage-2 batch (loss, gradients; the priors put back "
+            "after) and for sampling; the 24 stage-2 steps train at 1 (config.yaml's)",
             "tolerance run only: float64 default dtype and Tensor.float -> float64, their draws replayed",
         ],
         "config": {"n_features": N_FEATURES, "seq_len": SEQ_LEN, "n_classes": N_CLASSES, "n_stays": N_STAYS,
@@ -672,11 +702,11 @@ def run_ours(fixture: dict) -> dict:
         return {k[len("authors/"):]: params[ours_name(k[len("authors/" + prefix):])].grad.numpy().copy()
                 for k in fixture if k.startswith("authors/" + prefix)}
 
-    def train(stage, parameters, key_of):
+    def train(stage, parameters):
         optimizer, scheduler = stage_optimizer(parameters, MAX_STEPS, c)
         model.train()
         tape.phase, lrs = f"stage{stage}", []
-        with dropout.active(dropouts if stage == 1 else {}, PriorTransformer, "_embedding_dropout", key_of):
+        with dropout.active(dropouts if stage == 1 else {}, PriorTransformer, "_embedding_dropout"):
             for k in range(K):
                 index = torch.as_tensor(fixture[f"input/stage{stage}/batch_index"][k])
                 lrs.append(optimizer.param_groups[0]["lr"])
@@ -691,12 +721,25 @@ def run_ours(fixture: dict) -> dict:
 
     with _swapped(ours_module, "torch", proxy), _swapped(ours_module, "iterative_decoding", iterative_decoding):
         _load_ours(model, fixture, "weights/stage1/")
-        train(1, model.vqvae.parameters(), lambda obj, *a: None)
+        train(1, model.vqvae.parameters())
         # stage 2 from their stage-1 result and their initial priors, as their MaskGIT is built on it
         _load_ours(model, fixture, "authors/param_after/stage1/")
         _load_ours(model, fixture, "weights/stage2/")
-        train(2, list(model.transformer_l.parameters()) + list(model.transformer_h.parameters()),
-              lambda obj, tokens, emb, kind, *a, **kw: f"{obj.kind}.{kind}")
+        # guidance inside training, one batch (their masked_prediction at cfg_scale != 1), then put back
+        saved = copy.deepcopy(model.state_dict())
+        model.config, tape.phase = dataclasses.replace(c, cfg_scale=TRAIN_CFG_SCALE), "stage2_cfg"
+        model.train()
+        index = torch.as_tensor(fixture["input/stage2/batch_index"][0])
+        with dropout.active({}, PriorTransformer, "_embedding_dropout"):
+            losses = model.prior_loss(x_all[index], y_all[index])
+            losses["loss"].backward()
+        prefix = f"stage2_cfg{TRAIN_CFG_SCALE:g}"
+        out.update({f"loss/{prefix}/{n}": losses[n].detach().numpy().copy() for n in LOSS_TERMS_2})
+        out.update(grads(f"grad/{prefix}/"))
+        model.zero_grad(set_to_none=True)
+        model.load_state_dict(saved)
+        model.config = c
+        train(2, list(model.transformer_l.parameters()) + list(model.transformer_h.parameters()))
         # sampling from their trained priors, guidance scale 2
         _load_ours(model, fixture, "authors/param_after/stage2/")
         model.eval()
