@@ -45,8 +45,11 @@ Departures, each with its reason:
 - A network applied to two or three batches in one step runs once on their concatenation (the rows are
   independent: the same values up to float rounding). The discriminator's check loss is computed once, with
   gradients, and backpropagated when it exceeds the threshold; the authors run the same forward pass twice.
-- Adam: torch's fused Adam with ε set to ε_TF / √(1 − β2^t) at step t, which makes its update TF1's
-  lr·√(1 − β2^t)/(1 − β1^t) · m / (√v + ε_TF) (equal up to float rounding).
+- Adam: torch's fused Adam with its lr and ε reset each step so that its update is TF1's
+  lr·√(1 − β2^t)/(1 − β1^t) · m / (√v + ε_TF), with TF's float32 constants and float32 running powers β^t
+  (`TF1Adam`; equal up to float rounding).
+- Held to the authors' code on the same weights, batches and noise (losses, gradients, parameters after all
+  three phases, samples): experiments/authors_equivalence/timegan.py, results/authors_equivalence/timegan.md.
 - Inverse scaling is the shared `Scaler` (multiplies by span + 1e-7 where the authors multiply by span: a
   relative difference of 1e-7). Samples are drawn for any count, in batches; the authors draw N at once.
 - Losses are logged as means over `log_every` iterations rather than printed every 1,000th iteration, as the
@@ -285,67 +288,99 @@ def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimizer.step()
 
 
-# --------------------------------------------------------------------------- the training steps, one per solver
+# --------------------------------------------------------------------------- each solver's loss, then its step
+
+def embedding_losses(model: TimeGANModel, X) -> dict:
+    """E0_solver's loss E_loss0 = 10·√E_loss_T0 (phase 1), with its reconstruction term."""
+    E_loss_T0 = F.mse_loss(model.recovery(model.embedder(X)), X)
+    return {"E_loss_T0": E_loss_T0, "E_loss0": RECONSTRUCTION_WEIGHT * torch.sqrt(E_loss_T0)}
+
+
+def supervised_losses(model: TimeGANModel, X) -> dict:
+    """GS_solver's loss G_loss_S (phase 2); the embedding is a constant to it."""
+    with torch.no_grad():
+        H = model.embedder(X)
+    return {"G_loss_S": supervised_loss(H, model.supervisor(H))}
+
+
+def generator_losses(model: TimeGANModel, X, Z, gamma: float) -> dict:
+    """G_solver's loss G_loss and its terms (phase 3)."""
+    B = len(X)
+    with torch.no_grad():
+        H = model.embedder(X)                                               # (B, T, H)
+    E_hat = model.generator(Z)
+    H_hat, H_hat_supervise = model.supervisor(torch.cat([E_hat, H])).split(B)
+    X_hat = model.recovery(H_hat)
+    Y_fake, Y_fake_e = model.discriminator(torch.cat([H_hat, E_hat])).split(B)
+    out = {"G_loss_U": _bce(Y_fake, 1.0), "G_loss_U_e": _bce(Y_fake_e, 1.0),
+           "G_loss_S": supervised_loss(H, H_hat_supervise)}
+    out["G_loss_V1"], out["G_loss_V2"] = moment_loss(X_hat, X)
+    out["G_loss_V"] = out["G_loss_V1"] + out["G_loss_V2"]
+    out["G_loss"] = out["G_loss_U"] + gamma * out["G_loss_U_e"] + SUPERVISED_IN_G_LOSS * torch.sqrt(out["G_loss_S"]) \
+        + MOMENTS_IN_G_LOSS * out["G_loss_V"]
+    return out
+
+
+def embedder_losses(model: TimeGANModel, X) -> dict:
+    """E_solver's loss E_loss = E_loss0 + 0.1·G_loss_S (phase 3), with its terms."""
+    H = model.embedder(X)
+    E_loss_T0 = F.mse_loss(model.recovery(H), X)
+    G_loss_S = supervised_loss(H, model.supervisor(H))
+    E_loss0 = RECONSTRUCTION_WEIGHT * torch.sqrt(E_loss_T0)
+    return {"E_loss_T0": E_loss_T0, "E_loss0": E_loss0, "G_loss_S": G_loss_S,
+            "E_loss": E_loss0 + SUPERVISED_IN_E_LOSS * G_loss_S}
+
+
+def discriminator_losses(model: TimeGANModel, X, Z, gamma: float) -> dict:
+    """D_solver's loss D_loss and its terms (phase 3); the generated embeddings are constants to it."""
+    B = len(X)
+    with torch.no_grad():
+        H = model.embedder(X)
+        E_hat = model.generator(Z)
+        H_hat = model.supervisor(E_hat)
+    Y_real, Y_fake, Y_fake_e = model.discriminator(torch.cat([H, H_hat, E_hat])).split(B)
+    out = {"D_loss_real": _bce(Y_real, 1.0), "D_loss_fake": _bce(Y_fake, 0.0), "D_loss_fake_e": _bce(Y_fake_e, 0.0)}
+    out["D_loss"] = out["D_loss_real"] + out["D_loss_fake"] + gamma * out["D_loss_fake_e"]
+    return out
+
 
 def embedding_step(model: TimeGANModel, e0_solver, X) -> float:
     """Phase 1 (E0_solver): E_loss0 on embedder + recovery; returns E_loss_T0."""
     with _trained(model, "embedder", "recovery"):
-        E_loss_T0 = F.mse_loss(model.recovery(model.embedder(X)), X)
-        _step(e0_solver, RECONSTRUCTION_WEIGHT * torch.sqrt(E_loss_T0))
-    return E_loss_T0.item()
+        losses = embedding_losses(model, X)
+        _step(e0_solver, losses["E_loss0"])
+    return losses["E_loss_T0"].item()
 
 
 def supervised_step(model: TimeGANModel, gs_solver, X) -> float:
     """Phase 2 (GS_solver): G_loss_S; of its var list (generator + supervisor) only the supervisor is reached."""
     with _trained(model, "generator", "supervisor"):
-        with torch.no_grad():
-            H = model.embedder(X)
-        G_loss_S = supervised_loss(H, model.supervisor(H))
+        G_loss_S = supervised_losses(model, X)["G_loss_S"]
         _step(gs_solver, G_loss_S)
     return G_loss_S.item()
 
 
 def generator_step(model: TimeGANModel, g_solver, X, Z, gamma: float) -> dict:
     """Phase 3 (G_solver): G_loss on generator + supervisor; returns its parts."""
-    B = len(X)
     with _trained(model, "generator", "supervisor"):
-        with torch.no_grad():
-            H = model.embedder(X)                                           # (B, T, H)
-        E_hat = model.generator(Z)
-        H_hat, H_hat_supervise = model.supervisor(torch.cat([E_hat, H])).split(B)
-        X_hat = model.recovery(H_hat)
-        Y_fake, Y_fake_e = model.discriminator(torch.cat([H_hat, E_hat])).split(B)
-        G_loss_U, G_loss_U_e = _bce(Y_fake, 1.0), _bce(Y_fake_e, 1.0)
-        G_loss_S = supervised_loss(H, H_hat_supervise)
-        G_loss_V1, G_loss_V2 = moment_loss(X_hat, X)
-        G_loss_V = G_loss_V1 + G_loss_V2
-        G_loss = G_loss_U + gamma * G_loss_U_e + SUPERVISED_IN_G_LOSS * torch.sqrt(G_loss_S) + \
-            MOMENTS_IN_G_LOSS * G_loss_V
-        _step(g_solver, G_loss)
-    return {"g_loss_u": G_loss_U.item(), "g_loss_s": G_loss_S.item(), "g_loss_v": G_loss_V.item()}
+        losses = generator_losses(model, X, Z, gamma)
+        _step(g_solver, losses["G_loss"])
+    return {"g_loss_u": losses["G_loss_U"].item(), "g_loss_s": losses["G_loss_S"].item(),
+            "g_loss_v": losses["G_loss_V"].item()}
 
 
 def embedder_step(model: TimeGANModel, e_solver, X) -> float:
     """Phase 3 (E_solver): E_loss on embedder + recovery, after the generator step; returns E_loss_T0."""
     with _trained(model, "embedder", "recovery"):
-        H = model.embedder(X)
-        E_loss_T0 = F.mse_loss(model.recovery(H), X)
-        E_loss = RECONSTRUCTION_WEIGHT * torch.sqrt(E_loss_T0) + \
-            SUPERVISED_IN_E_LOSS * supervised_loss(H, model.supervisor(H))
-        _step(e_solver, E_loss)
-    return E_loss_T0.item()
+        losses = embedder_losses(model, X)
+        _step(e_solver, losses["E_loss"])
+    return losses["E_loss_T0"].item()
 
 
 def discriminator_step(model: TimeGANModel, d_solver, X, Z, gamma: float, threshold: float) -> tuple[float, bool]:
     """Phase 3 (D_solver): D_loss on a fresh batch; the discriminator steps only when it exceeds `threshold`."""
-    B = len(X)
     with _trained(model, "discriminator"):
-        with torch.no_grad():
-            H = model.embedder(X)
-            E_hat = model.generator(Z)
-            H_hat = model.supervisor(E_hat)
-        Y_real, Y_fake, Y_fake_e = model.discriminator(torch.cat([H, H_hat, E_hat])).split(B)
-        D_loss = _bce(Y_real, 1.0) + _bce(Y_fake, 0.0) + gamma * _bce(Y_fake_e, 0.0)
+        D_loss = discriminator_losses(model, X, Z, gamma)["D_loss"]
         check_d_loss = D_loss.item()
         stepped = check_d_loss > threshold
         if stepped:
@@ -354,22 +389,37 @@ def discriminator_step(model: TimeGANModel, d_solver, X, Z, gamma: float, thresh
 
 
 class TF1Adam(torch.optim.Adam):
-    """tf.train.AdamOptimizer, θ -= lr·√(1-β2^t)/(1-β1^t) · m / (√v + ε): torch's Adam with ε / √(1-β2^t).
+    """tf.train.AdamOptimizer, θ -= α_t · m / (√v + ε) with α_t = lr·√(1-β2^t)/(1-β1^t), on torch's fused Adam.
 
-    The step count lives in the param group (`tf_step`), so it is checkpointed with the optimiser's state.
+    TF holds lr, β1, β2 and ε as float32 and multiplies the powers β^t step by step in float32 (its
+    beta1_power / beta2_power variables), so its 1 - β2^t is off the exact one by ~1e-5 relative (1 - f32(0.999)
+    = 0.00099998713): matched here by running torch with the float32 betas and, each step, the lr and ε that turn
+    torch's update lr/(1-β1^t) · m / (√v/√(1-β2^t) + ε) into TF's. The step count and the powers live in the
+    param group, so they are checkpointed with the optimiser's state.
     """
 
     def __init__(self, params, lr: float, betas: tuple, eps: float):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, fused=True)
+        super().__init__(params, lr=lr, betas=tuple(_f32(b) for b in betas), eps=eps, fused=True)
         for group in self.param_groups:
-            group["tf_eps"], group["tf_step"] = eps, 0
+            group["tf_lr"], group["tf_eps"], group["tf_step"], group["tf_powers"] = _f32(lr), _f32(eps), 0, (1.0, 1.0)
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            power1, power2 = (np.float32(p) * np.float32(b) for p, b in zip(group["tf_powers"], (beta1, beta2)))
             group["tf_step"] += 1
-            group["eps"] = group["tf_eps"] / math.sqrt(1 - group["betas"][1] ** group["tf_step"])
+            group["tf_powers"] = (float(power1), float(power2))
+            t, one = group["tf_step"], np.float32(1)
+            alpha = float(np.float32(group["tf_lr"]) * np.sqrt(one - power2) / (one - power1))   # TF's, in float32
+            bias1, bias2 = 1 - beta1 ** t, 1 - beta2 ** t                                       # torch's
+            group["lr"] = alpha * bias1 / math.sqrt(bias2)
+            group["eps"] = group["tf_eps"] / math.sqrt(bias2)
         return super().step(closure)
+
+
+def _f32(value: float) -> float:
+    return float(np.float32(value))
 
 
 class _Batches:
@@ -474,5 +524,10 @@ class TimeGAN(Generator, name="timegan", config=TimeGANConfig, native_labels=Fal
     def generate(self, model, n, y, seed, device, progress):
         generator = torch.Generator().manual_seed(seed)
         Z = torch.rand((n, model.seq_len, model.z_dim), generator=generator)  # the authors' U[0, 1) noise
+        return self.decode(model, Z, device)
+
+    def decode(self, model, Z: torch.Tensor, device) -> np.ndarray:
+        """Noise (n, T, z_dim) -> stays in the scaled space, in batches: recovery(supervisor(generator(Z)))."""
         batch = self.config.sample_batch_size
-        return torch.cat([model(Z[i:i + batch].to(device)).cpu() for i in range(0, n, batch)]).numpy()
+        with torch.no_grad():
+            return torch.cat([model(Z[i:i + batch].to(device)).cpu() for i in range(0, len(Z), batch)]).numpy()
