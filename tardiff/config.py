@@ -233,7 +233,20 @@ def _default() -> Profile:
         diffusion_train=DiffusionTrainConfig(steps=3000, batch_size=128),
         sampling=SamplingConfig(batch_size=1200),
         generators=GeneratorSettings.reduced(DEFAULT_GENERATOR_REDUCTIONS), generator_label_budget="shared",
+        # TSRTR as the paper's method reads it (real + alpha x synthetic) for TarDiff and its backbone; the full
+        # augmentation study (41 settings per task of the four diffusion sources) is AUGMENTATION_STUDY, its own run
+        augment_sources=("cfg", "tardiff"), augment_alphas=(0.5, 1.0), augment_weights=(1.0,), augment_mix_alpha=0.25,
+        augment_realism=0.0, augment_pool=1,
     )
+
+
+# The augmentation study (docs/augmentation.md, results/augmentation/): the default run with every registered
+# augmentation setting of the diffusion sources, without the five generators, as published there:
+#   python -m tardiff.reproduce --profile default $(python -c "from tardiff.config import AUGMENTATION_STUDY as s;
+#       print(' '.join(f'--set {k}={v}' for k, v in s.items()))") --publish results/augmentation
+AUGMENTATION_STUDY = {"batch_generators": "", "augment_sources": "ddpm,cfg,classifier_guidance,tardiff",
+                      "augment_alphas": "0.25,0.5,1,2,4", "augment_weights": "0.25,0.5,1", "augment_mix_alpha": "1",
+                      "augment_realism": "0.25", "augment_pool": "3"}
 
 
 def _paper() -> Profile:
