@@ -23,6 +23,7 @@ largest relative difference from the float32 run per prefix, times TOLERANCE_FAC
 from __future__ import annotations
 
 import hashlib
+import linecache
 import math
 import platform
 import sys
@@ -44,6 +45,10 @@ AUTHORS_BLOBS = {"src/vae/timevae.py": "d93af45a6be6e1da27c18564d1236c4cdc13a06e
 # epochs of several mini-batches of their batch size
 CONFIG = {"n_raw": 72, "valid_perc": 0.1, "seq_len": 10, "feat_dim": 3, "latent_dim": 4,
           "hidden_layer_sizes": [8, 12, 16], "epochs": 6, "n_prior": 32}
+# the default model (their hyperparameters.yaml: level + residual), and the interpretable TimeVAE their
+# options build (trend polynomial and two custom seasonalities on top), which ours offers too; its outputs
+# and weights are keyed "<category>/interpretable/..."
+VARIANTS = {"default": {}, "interpretable": {"trend_poly": 2, "custom_seas": [[3, 2], [2, 3]]}}
 SEED = 0
 TOLERANCE_FACTOR = 10.0
 CHANGES = [
@@ -59,8 +64,11 @@ CHANGES = [
     "batch_size=16, shuffle=False)` (one optimizer throughout, as in one fit call)",
     "the callbacks are the two objects `fit_on_data` builds (captured by wrapping `model.fit`), driven with "
     "on_train_begin / on_epoch_end on a given loss sequence logged under their monitor key 'total_loss'",
-    "tolerance run only: Keras floatx float64 and `tf.float32` -> `tf.float64` in timevae.py's source "
-    "(level_model's ones tensor), from the float32 run's initial weights and the same draws",
+    "tolerance run only: Keras floatx float64 and, in timevae.py's source, `tf.float32` -> `tf.float64` "
+    "(level_model's ones tensor, TrendLayer's cast) and TrendLayer's `tf.range(0, float(seq_len), 1)` given "
+    "dtype=tf.float64, from the float32 run's initial weights and the same draws",
+    "`tf.keras.backend.clear_session()` before each model is built, so the interpretable model's layers are "
+    "named trend_layer / seasonal_layer in every run (Keras would number the second one trend_layer_1)",
 ]
 RELEASED = ("as released, `fit_on_data` monitors 'total_loss', which its `train_step` does not log (it logs "
             "'loss', 'reconstruction_loss', 'kl_loss'), so Keras warns and neither callback ever acts: it trains "
@@ -78,11 +86,12 @@ def raw_series(n: int, seq_len: int, dim: int, seed: int) -> np.ndarray:
 
 
 def callback_losses() -> np.ndarray:
-    """An epoch-loss curve that makes both Keras callbacks act: two plateaus of 35 epochs (the lr halves after
-    30), steps down by more than 1e-2 (both reset), a stretch improving by 1e-3 a epoch (ReduceLROnPlateau's
-    min_delta 1e-4 counts it, EarlyStopping's 1e-2 does not), ending in early stopping; with exact-boundary
-    steps of 1e-2 and 1e-4."""
-    seq = list(10.0 - 0.25 * np.arange(20))                  # 10 .. 5.25: clear improvements
+    """An epoch-loss curve that makes both Keras callbacks act: a plateau of 35 epochs (the lr halves after
+    30), steps down by more than 1e-2 (both reset), a stretch improving by 1e-3 an epoch (ReduceLROnPlateau's
+    min_delta 1e-4 counts it, EarlyStopping's 1e-2 does not: the lr halves again later), ending in early
+    stopping; with steps of exactly 1e-2 and 1e-4 and one that only Keras's form of the test rejects."""
+    # 7.999999999999999 + 0.01 < 8.01 is false, 7.999999999999999 < 8.01 - 0.01 true: Keras's test is the first
+    seq = [12.0, 8.01, 7.999999999999999] + list(7.75 - 0.125 * np.arange(20))   # clear improvements to 5.375
     seq += [5.0] + [5.0] * 34                                 # plateau: lr halves 30 epochs after 5.0
     seq += [4.99, 4.98]                                        # steps of exactly 1e-2 (in float)
     seq += [4.0] + [4.0 - 1e-4 * (i + 1) for i in range(3)]   # a drop, then steps of exactly 1e-4
@@ -91,14 +100,18 @@ def callback_losses() -> np.ndarray:
     return np.asarray(seq, np.float64)
 
 
-def keras_layer_names(n_hidden: int) -> dict:
-    """Their layer names (timevae.py) -> (our module path, kind)."""
+def keras_layer_names(n_hidden: int, trend_poly: int = 0, n_seasons: int = 0) -> dict:
+    """Their variable names' layer part (timevae.py) -> (our module path, kind)."""
     names = {f"enc_conv_{i}": (f"encoder_convs.{i}", "conv") for i in range(n_hidden)}
     names.update({"z_mean": ("z_mean", "dense"), "z_log_var": ("z_log_var", "dense"),
                   "level_params": ("level.0", "dense"), "level_params2": ("level.2", "dense"),
                   "dec_dense": ("residual_in", "dense"), "decoder_dense_final": ("residual_out", "dense")})
     names.update({f"dec_deconv_{i}": (f"decoder_convs.{i}", "conv") for i in range(n_hidden - 1)})
     names[f"dec_deconv__{n_hidden - 1}"] = (f"decoder_convs.{n_hidden - 1}", "conv")  # their last, named so
+    if trend_poly:
+        names.update({"trend_layer/trend_params": ("trend.0", "dense"),
+                      "trend_layer/trend_params2": ("trend.2", "dense")})
+    names.update({f"seasonal_layer/season_params_{i}": (f"seasons.{i}", "dense") for i in range(n_seasons)})
     return names
 
 
@@ -106,6 +119,13 @@ def to_torch_layout(kernel: np.ndarray) -> np.ndarray:
     """Keras Dense (in, out) -> Linear (out, in); Conv1D (k, in, out) -> Conv1d (out, in, k); Conv1DTranspose
     (k, out, in) -> ConvTranspose1d (in, out, k). Each is its own inverse (axes reversed)."""
     return np.ascontiguousarray(np.transpose(kernel))
+
+
+def variant_key(outputs: dict, variant: str) -> dict:
+    """"grad/z_mean/kernel" -> "grad/interpretable/z_mean/kernel" for a variant other than the default."""
+    if variant == "default":
+        return dict(outputs)
+    return {f"{k.split('/', 1)[0]}/{variant}/{k.split('/', 1)[1]}": v for k, v in outputs.items()}
 
 
 def _blob_id(path: Path) -> str:
@@ -123,11 +143,15 @@ def _load_authors(src: Path):
     import vae.vae_base as vae_base
     import vae.vae_utils as vae_utils
     source = (src / "vae" / "timevae.py").read_text()
-    if source.count("tf.float32") != 2:
-        raise RuntimeError("expected timevae.py to hard-code tf.float32 twice (level_model, TrendLayer)")
+    float32_range = "tf.range(0, float(self.seq_len), 1)"
+    if source.count("tf.float32") != 2 or source.count(float32_range) != 1:
+        raise RuntimeError("expected timevae.py to hard-code float32 three times (level_model, TrendLayer)")
+    source = source.replace("tf.float32", "tf.float64").replace(float32_range, float32_range[:-1] + ", dtype=tf.float64)")
     timevae64 = types.ModuleType("authors_timevae_float64")
-    timevae64.__file__ = str(src / "vae" / "timevae.py")
-    exec(compile(source.replace("tf.float32", "tf.float64"), timevae64.__file__, "exec"), timevae64.__dict__)
+    # a name of its own, its source in linecache: autograph re-reads a layer's `call` from its file
+    timevae64.__file__ = str(src / "vae" / "timevae_float64.py")
+    linecache.cache[timevae64.__file__] = (len(source), None, source.splitlines(True), timevae64.__file__)
+    exec(compile(source, timevae64.__file__, "exec"), timevae64.__dict__)
     return data_utils, vae_base, vae_utils, timevae, timevae64
 
 
@@ -137,6 +161,7 @@ def _run(tf, vae_base, vae_utils, timevae_module, hp: dict, dtype: str, x_train:
     c = CONFIG
     tf.keras.backend.set_floatx(dtype)
     try:
+        tf.keras.backend.clear_session()                      # layer names without a _1 suffix in every run
         vae_utils.set_seeds(seed=123)                         # as their instantiate_vae_model does
         model = timevae_module.TimeVAE(seq_len=c["seq_len"], feat_dim=c["feat_dim"], **hp)
         model.run_eagerly = True
@@ -213,7 +238,7 @@ def _callbacks_as_built(tf, vae_base, timevae_module, hp: dict, x_train: np.ndar
     model.fit = lambda *args, **kwargs: captured.update(kwargs)
     model.fit_on_data(x_train, max_epochs=1000, verbose=0)
     early_stopping, reduce_lr = captured["callbacks"]
-    lr, stop, stopped = [], [], False
+    lr, stop, state, stopped = [], [], [], False
     model.stop_training = False
     for callback in (early_stopping, reduce_lr):
         callback.set_model(model)
@@ -225,6 +250,7 @@ def _callbacks_as_built(tf, vae_base, timevae_module, hp: dict, x_train: np.ndar
             stopped = bool(model.stop_training)
         lr.append(float(np.asarray(model.optimizer.learning_rate)))
         stop.append(float(stopped))
+        state.append([early_stopping.wait, early_stopping.best, reduce_lr.wait, reduce_lr.best])
     settings = {type(cb).__name__: {k: getattr(cb, k) for k in ("monitor", "patience", "min_delta", "mode",
                                                                   "factor", "cooldown", "min_lr") if hasattr(cb, k)}
                 for cb in (early_stopping, reduce_lr)}
@@ -244,7 +270,11 @@ def _callbacks_as_built(tf, vae_base, timevae_module, hp: dict, x_train: np.ndar
     as_released = {"epoch_log_keys": sorted(released.history.history),
                    "keras_warnings": sorted({m.split(". Available")[0] for m in messages if "total_loss" in m}),
                    "fit_kwargs": {k: v for k, v in captured.items() if k in ("epochs", "batch_size")}}
-    return {"callbacks/lr": np.asarray(lr), "callbacks/stopped": np.asarray(stop)}, settings, as_released
+    state = np.asarray(state, np.float64)
+    return ({"callbacks/lr": np.asarray(lr), "callbacks/stopped": np.asarray(stop),
+             "callbacks/early_stopping_wait": state[:, 0], "callbacks/early_stopping_best": state[:, 1],
+             "callbacks/reduce_lr_wait": state[:, 2], "callbacks/reduce_lr_best": state[:, 3]},
+            settings, as_released)
 
 
 def run_authors(repo_dir) -> tuple[dict, dict]:
@@ -277,9 +307,15 @@ def run_authors(repo_dir) -> tuple[dict, dict]:
     z_prior = rng.standard_normal((c["n_prior"], c["latent_dim"]))
     losses = callback_losses()
 
-    run32 = _run(tf, vae_base, vae_utils, timevae, hp, "float32", x_train, orders, eps, z_prior, None)
-    weights = {k[len("weights/"):]: v for k, v in run32.items() if k.startswith("weights/")}
-    run64 = _run(tf, vae_base, vae_utils, timevae64, hp, "float64", x_train, orders, eps, z_prior, weights)
+    run32, run64 = {}, {}
+    for variant, options in VARIANTS.items():
+        variant_hp = {**hp, **options}
+        out32 = _run(tf, vae_base, vae_utils, timevae, variant_hp, "float32", x_train, orders, eps, z_prior, None)
+        weights = {k[len("weights/"):]: v for k, v in out32.items() if k.startswith("weights/")}
+        out64 = _run(tf, vae_base, vae_utils, timevae64, variant_hp, "float64", x_train, orders, eps, z_prior,
+                     weights)
+        run32.update(variant_key(out32, variant))
+        run64.update(variant_key(out64, variant))
     callbacks, callback_settings, as_released = _callbacks_as_built(tf, vae_base, timevae, hp, x_train, losses)
 
     # their scaler: forward on the training split, inverse on their prior samples; float64 input for its noise
@@ -317,7 +353,7 @@ def run_authors(repo_dir) -> tuple[dict, dict]:
                         "tf_env.sh)", "authors_requirements": "tensorflow==2.16.1 (Keras 3); run here on 2.15.1 "
                         "(Keras 2), the TF2 / Keras 2 API their code is written against"},
         "changes": CHANGES,
-        "config": {**c, "hyperparameters": hp, "seed": SEED},
+        "config": {**c, "hyperparameters": hp, "variants": VARIANTS, "seed": SEED},
         "K": K,
         "callbacks": {"settings": callback_settings, "as_released": as_released, "note": RELEASED},
         "tolerances": tolerances,
@@ -333,35 +369,39 @@ def run_authors(repo_dir) -> tuple[dict, dict]:
 
 def _group(key: str) -> str:
     """The tolerance prefix of an output key: each loss term, sample and scaler output on its own (their float
-    noise differs: the KL cancels 1 + log σ² against exp(log σ²)); gradients, parameters, callbacks by category."""
-    return key if key.split("/")[0] in ("loss", "sample", "scaler") else key.split("/")[0] + "/"
+    noise differs: the KL cancels 1 + log σ² against exp(log σ²)); gradients, parameters, callbacks by category
+    and variant."""
+    parts = key.split("/")
+    if parts[0] in ("loss", "sample", "scaler"):
+        return key
+    return parts[0] + "/" + (parts[1] + "/" if len(parts) > 2 and parts[1] in VARIANTS else "")
 
 
 # --------------------------------------------------------------------------- our side (torch)
 
-def run_ours(fixture: dict, dtype: str = "float32") -> dict:
-    """Our outputs on the fixture's weights and inputs; dtype "float64" runs our model in double precision, to be
-    held to the authors' float64 run (the fixture's "float64/..." arrays: see `main`)."""
+def _ours_variant(fixture: dict, variant: str, options: dict, dtype) -> dict:
+    """One model's outputs (the default or the interpretable TimeVAE), keyed as the authors' default ones."""
     import torch
 
-    from tardiff.generators.base import Scaler
     from tardiff.generators.timevae import TimeVAE, TimeVAEConfig
 
     c = CONFIG
-    dtype = getattr(torch, dtype)
     x = torch.as_tensor(fixture["input/x_train"]).to(dtype)
     orders, eps = fixture["input/orders"], torch.as_tensor(fixture["input/eps"]).to(dtype)
     batch = eps.shape[1]
+    seasons = tuple(tuple(s) for s in options.get("custom_seas", ()))
     generator = TimeVAE(TimeVAEConfig(latent_dim=c["latent_dim"], hidden_layer_sizes=tuple(c["hidden_layer_sizes"]),
-                                      batch_size=batch))
+                                      batch_size=batch, trend_poly=options.get("trend_poly", 0),
+                                      custom_seas=seasons))
     model = generator.build(c["feat_dim"], c["seq_len"], None).to(dtype)
-    names = keras_layer_names(len(c["hidden_layer_sizes"]))
+    names = keras_layer_names(len(c["hidden_layer_sizes"]), options.get("trend_poly", 0), len(seasons))
+    prefix = "weights/" if variant == "default" else f"weights/{variant}/"
     params = dict(model.named_parameters())
     translate = {}                                            # our parameter name -> the authors' variable name
     with torch.no_grad():
         for layer, (path, _) in names.items():
             for ours, theirs in (("weight", "kernel"), ("bias", "bias")):
-                value = fixture[f"weights/{layer}/{theirs}"]
+                value = fixture[f"{prefix}{layer}/{theirs}"]
                 value = to_torch_layout(value) if theirs == "kernel" else value
                 target = params[f"{path}.{ours}"]
                 if tuple(target.shape) != value.shape:
@@ -401,22 +441,37 @@ def run_ours(fixture: dict, dtype: str = "float32") -> dict:
     out["sample/prior"] = generator.decode_prior(model, z_prior, "cpu")
     with torch.no_grad():
         out["sample/posterior"] = model.decode(model.encode(x)[0]).numpy()   # their `call`: decoder(z_mean)
+    return out
+
+
+def run_ours(fixture: dict, dtype: str = "float32") -> dict:
+    """Our outputs on the fixture's weights and inputs; dtype "float64" runs our model in double precision, to be
+    held to the authors' float64 run (the fixture's "float64/..." arrays: see `main`)."""
+    import torch
+
+    from tardiff.generators.base import Scaler
+    from tardiff.generators.timevae import TimeVAE, TimeVAEConfig
+
+    out = {}
+    for variant, options in VARIANTS.items():
+        out.update(variant_key(_ours_variant(fixture, variant, options, getattr(torch, dtype)), variant))
 
     # the callbacks, with the authors' settings (our defaults), on the same loss sequence
     callbacks = TimeVAE(TimeVAEConfig())
     holder = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([holder], lr=callbacks.config.lr)
     state = {"epoch": 0, **callbacks.callback_state()}
-    lr, stopped = [], []
+    trace = {k: [] for k in ("lr", "stopped", "early_stopping_wait", "early_stopping_best", "reduce_lr_wait",
+                             "reduce_lr_best")}
     for loss in fixture["input/callback_losses"]:
         if not state["stopped_early"]:
             state["epoch"] += 1
             callbacks._callbacks(state, float(loss), optimizer)
-        lr.append(state["lr"])
-        stopped.append(float(state["stopped_early"]))
-    out["callbacks/lr"], out["callbacks/stopped"] = np.array(lr), np.array(stopped)
+        for key, value in zip(trace, ("lr", "stopped_early", "wait_stop", "best_stop", "wait_lr", "best_lr")):
+            trace[key].append(float(state[value]))
+    out.update({f"callbacks/{k}": np.array(v) for k, v in trace.items()})
 
-    scaler = Scaler.fit(generator.scaling, fixture["input/raw_train"])
+    scaler = Scaler.fit(TimeVAE.scaling, fixture["input/raw_train"])
     out["scaler/forward"] = scaler.forward(fixture["input/raw_train"])
     out["scaler/inverse"] = scaler.inverse(fixture["input/inverse_in"])
     return out

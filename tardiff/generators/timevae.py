@@ -260,7 +260,7 @@ class TimeVAE(Generator, name="timevae", config=TimeVAEConfig, native_labels=Fal
         """Keras's EarlyStopping and ReduceLROnPlateau (mode min) on the epoch loss, in their order."""
         c = self.config
         state["wait_stop"] += 1
-        if loss < state["best_stop"] - c.early_stop_min_delta:
+        if loss + c.early_stop_min_delta < state["best_stop"]:              # Keras's test, to the last bit
             state["best_stop"], state["wait_stop"] = loss, 0
         elif state["wait_stop"] >= c.early_stop_patience and state["epoch"] > 1:
             state["stopped_early"] = True
