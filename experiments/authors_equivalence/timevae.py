@@ -1,24 +1,26 @@
 """TimeVAE against abudesai/timeVAE (`src/vae/timevae.py`, `vae_base.py`) on the same weights, batches and noise.
 
-The authors' side (.venv-tf, TF 2.15 / Keras 2) builds their default model with their own
-`instantiate_vae_model("timeVAE", ...)` from their `hyperparameters.yaml` (level + residual decoder: their
-defaults have no trend and no seasonalities), only smaller (CONFIG), and trains it with their `train_step`
-and their Adam through Keras's `fit`, one call per epoch on the epoch's rows in a given order (Keras's own
-shuffle replaced by that order). Their reparameterisation draw (`random_normal` in `vae_base.Sampling`) and
-their prior draw (`np.random.randn` in `get_prior_samples`) return the fixture's noise; their loss trackers
-and `apply_gradients` are wrapped to record each step's loss terms and gradients. Their EarlyStopping and
-ReduceLROnPlateau, as `fit_on_data` builds them, are driven on a given loss sequence: with 64 stays they
-cannot act within K steps (patience 30 and 50 epochs), and as released they never act (see RELEASED below).
-Their scaler (`data_utils.scale_data`, `inverse_transform_data`) is compared with ours on raw data.
+The authors' side (.venv-tf, TF 2.15 / Keras 2) builds their model as their `instantiate_vae_model("timeVAE",
+...)` does (`set_seeds(123)`, then their `TimeVAE`) from their `hyperparameters.yaml`, only smaller (CONFIG):
+their default (level + residual decoder: the defaults have no trend and no seasonalities) and, as a second
+variant, the interpretable TimeVAE (trend and custom seasonalities added), which ours offers too. Each trains
+with their `train_step` and their Adam through Keras's `fit`, one call per epoch on the epoch's rows in a given
+order (Keras's own shuffle replaced by that order). Their reparameterisation draw (`random_normal` in
+`vae_base.Sampling`) and their prior draw (`np.random.randn` in `get_prior_samples`) return the fixture's
+noise; their loss trackers and `apply_gradients` are wrapped to record each step's loss terms and gradients.
+Their EarlyStopping and ReduceLROnPlateau, the objects `fit_on_data` builds, are driven on a given loss
+sequence: with 64 stays they cannot act within K steps (patience 30 and 50 epochs), and as released they never
+act (RELEASED). Their scaler (`data_utils.scale_data`, `inverse_transform_data`) is compared with ours.
 
 Our side loads the same weights into `TimeVAEModel` (Keras kernels (k, in, out) / (k, out, in) for the
 transposed convolutions -> torch (out, in, k) / (in, out, k); dense kernels transposed) and runs OUR code:
-`TimeVAEModel.loss_terms`, `TimeVAE.optimizer`, `TimeVAE.train_epoch`, `TimeVAE._callbacks`,
+`TimeVAEModel.loss_terms`, `TimeVAE.optimizer` (`KerasAdam`), `TimeVAE.train_epoch`, `TimeVAE._callbacks`,
 `TimeVAE.decode_prior` and `Scaler`.
 
 Tolerances are the authors' own float noise: the same run repeated with their model in float64 (Keras floatx
-float64, their hard-coded `tf.float32` rewritten to `tf.float64`, the same initial weights and draws), the
-largest relative difference from the float32 run per prefix, times TOLERANCE_FACTOR.
+float64, their hard-coded float32 rewritten to float64, the same initial weights and draws), the largest
+relative difference from the float32 run per prefix, times TOLERANCE_FACTOR. The fixture keeps that float64
+run ("float64/..."): `python -m experiments.authors_equivalence.timevae` holds ours, in float64, to it.
 """
 from __future__ import annotations
 
@@ -52,8 +54,9 @@ VARIANTS = {"default": {}, "interpretable": {"trend_poly": 2, "custom_seas": [[3
 SEED = 0
 TOLERANCE_FACTOR = 10.0
 CHANGES = [
-    "the model is their `instantiate_vae_model('timeVAE', ...)` with their hyperparameters.yaml's timeVAE "
-    "section, latent_dim and hidden_layer_sizes set smaller (CONFIG); nothing else of theirs is overridden",
+    "the model is built as their `instantiate_vae_model('timeVAE', ...)` builds it (their set_seeds(123), then "
+    "their TimeVAE class) with their hyperparameters.yaml's timeVAE section, latent_dim and hidden_layer_sizes "
+    "set smaller (CONFIG); the interpretable variant adds trend_poly 2 and custom_seas [[3, 2], [2, 3]]",
     "`model.run_eagerly = True`, so their train_step runs step by step in Python and the wrapped draws and "
     "recorders below act per step (the same ops as their tf.function; the as-released check runs in graph mode)",
     "`vae.vae_base.random_normal` (Sampling's reparameterisation draw) returns the fixture's eps during the K "
