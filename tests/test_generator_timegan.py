@@ -283,6 +283,25 @@ def test_tf1_adam_matches_tensorflow_update_rule():
     assert not np.allclose(results["torch"], _tf1_adam_numpy(grads, lr, b1, b2, eps, True), rtol=1e-2)
 
 
+def test_tf1_adam_resumes_a_checkpoint_written_before_float32_constants():
+    """An optimiser state saved with only tf_eps / tf_step resumes as if it had run with TF's constants throughout."""
+    grads = np.random.default_rng(1).normal(size=(5, 3))
+    params = [torch.zeros(3, requires_grad=True) for _ in range(2)]
+    opts = [TF1Adam([p], 1e-3, (0.9, 0.999), 1e-8) for p in params]
+    for i, g in enumerate(grads):
+        if i == 3:                                  # the second one saved and restored in the old layout
+            state = opts[1].state_dict()
+            for group in state["param_groups"]:
+                group.update(lr=1e-3, betas=(0.9, 0.999), tf_eps=1e-8)
+                del group["tf_lr"], group["tf_powers"]
+            opts[1] = TF1Adam([params[1]], 1e-3, (0.9, 0.999), 1e-8)
+            opts[1].load_state_dict(state)
+        for p, opt in zip(params, opts):
+            p.grad = torch.as_tensor(g, dtype=torch.float32)
+            opt.step()
+    torch.testing.assert_close(params[1], params[0], rtol=1e-6, atol=0)
+
+
 def test_batches_are_a_fresh_permutations_first_rows_with_uniform_noise():
     X = torch.arange(10.0)[:, None, None].expand(10, T, F)                # row i holds i
     batches = _Batches(X, 4, torch.Generator().manual_seed(0))

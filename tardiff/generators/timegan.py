@@ -406,6 +406,8 @@ class TF1Adam(torch.optim.Adam):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
+            if "tf_powers" not in group:
+                _upgrade(group)
             beta1, beta2 = group["betas"]
             power1, power2 = (np.float32(p) * np.float32(b) for p, b in zip(group["tf_powers"], (beta1, beta2)))
             group["tf_step"] += 1
@@ -420,6 +422,17 @@ class TF1Adam(torch.optim.Adam):
 
 def _f32(value: float) -> float:
     return float(np.float32(value))
+
+
+def _upgrade(group: dict) -> None:
+    """A param group restored from a checkpoint written before TF's float32 constants (it held only tf_eps and
+    tf_step): it resumes with them, its powers rebuilt as TF would hold them after tf_step steps."""
+    group["betas"] = tuple(_f32(b) for b in group["betas"])
+    group["tf_lr"], group["tf_eps"] = _f32(group["lr"]), _f32(group["tf_eps"])
+    power1 = power2 = np.float32(1)
+    for _ in range(group["tf_step"]):
+        power1, power2 = power1 * np.float32(group["betas"][0]), power2 * np.float32(group["betas"][1])
+    group["tf_powers"] = (float(power1), float(power2))
 
 
 class _Batches:
