@@ -2,6 +2,7 @@
 and the two Keras callbacks against a hand trace."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -78,6 +79,27 @@ def test_keras_adam_against_a_loop():
         v += (g * g - v) * (1 - 0.999)
         theta -= m * (lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)) / (np.sqrt(v) + 1e-7)
         np.testing.assert_allclose(p.detach().numpy(), theta, rtol=1e-12, atol=0)
+
+
+def test_keras_adam_resumes_from_its_state_and_refuses_torch_adams():
+    """Its step count is checkpointed: a reloaded optimiser continues the same trajectory; a state written by
+    torch's Adam (older TimeVAE checkpoints) is refused with a message, not resumed with another bias correction."""
+    grads = torch.randn(6, 3, dtype=torch.float64)
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    optimizer = KerasAdam([p])
+    for g in grads[:3]:
+        p.grad = g.clone()
+        optimizer.step()
+    q = torch.nn.Parameter(p.detach().clone())
+    resumed = KerasAdam([q])
+    resumed.load_state_dict(copy.deepcopy(optimizer.state_dict()))         # as a checkpoint file holds it
+    for g in grads[3:]:
+        p.grad, q.grad = g.clone(), g.clone()
+        optimizer.step()
+        resumed.step()
+    assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="torch's Adam"):
+        KerasAdam([q]).load_state_dict(torch.optim.Adam([q]).state_dict())
 
 
 def test_shapes_for_a_length_not_a_power_of_two():

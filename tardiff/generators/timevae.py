@@ -178,6 +178,12 @@ class KerasAdam(torch.optim.Adam):
         for group in self.param_groups:
             group["keras_eps"], group["keras_step"] = eps, 0
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        if any("keras_step" not in group for group in state_dict["param_groups"]):
+            raise ValueError("this TimeVAE checkpoint was written with torch's Adam, before TimeVAE trained with "
+                             "Keras's (KerasAdam); delete it to train again")
+        super().load_state_dict(state_dict)
+
     @torch.no_grad()
     def step(self, closure=None):
         keras_lr = [group["lr"] for group in self.param_groups]
