@@ -1,5 +1,5 @@
-"""TimeVAE's own pieces against slow references: its loss by hand, Keras's "same" padding, the decoder terms,
-and the two Keras callbacks against a hand trace."""
+"""TimeVAE's own pieces against slow references: its loss by hand, Keras's "same" padding and transposed
+convolution, Keras's Adam, the decoder terms, and the two Keras callbacks against a hand trace."""
 from __future__ import annotations
 
 import copy
