@@ -266,7 +266,12 @@ def main(argv=None) -> int:
         plots.budget_curves(rows, ROOT / "figures" / "budget_curves.png")
         print(markdown(rows))
         name, extra = "curves", {"multiples": multiples, "methods": names}
-    write_manifest(out / f"{name}_manifest.json", config=profile, seed=args.seed,
+    import subprocess
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "tardiff", "experiments"],
+                                capture_output=True, text=True).stdout.strip())
+    write_manifest(out / f"{name}_manifest.json", config=profile, seed=args.seed, commit=commit,
+                   code_changed_since_commit=dirty,
                    inputs={"dataset": str(dataset)}, wall_time_s=time.perf_counter() - start,
                    command="python experiments/budget_curves.py " + " ".join(argv or sys.argv[1:]),
                    task=args.task, profile=args.profile, overrides=overrides, torch_threads=torch.get_num_threads(),
