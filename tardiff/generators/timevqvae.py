@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -96,6 +97,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from tardiff.generators.base import Checkpoint, Generator, progress_bar
+from tardiff.settings import check, count, fraction, number, positive
 
 
 @dataclass
@@ -144,6 +146,23 @@ class TimeVQVAEConfig:
     sampling_steps_lf: int = 10
     sampling_steps_hf: int = 10
     sample_batch_size: int = 256          # CPU: larger batches are slower (the (B, n, 1024) logits leave the cache)
+
+    RANGES: ClassVar[dict] = {
+        "n_fft": count(2, why="bin 0 and at least one more"), "init_dim": count(), "hid_dim": count(),
+        "encoder_n_resnet_blocks": count(), "decoder_n_resnet_blocks": count(), "downsampled_width_lf": count(),
+        "downsampled_width_hf": count(), "encdec_dropout": fraction(), "codebook_size_lf": count(),
+        "codebook_size_hf": count(), "codebook_dim": count(), "kmeans_iters": count(0), "codebook_decay": fraction(),
+        "commitment_weight": number(0), "lf_hidden_dim": count(), "lf_n_layers": count(), "lf_heads": count(),
+        "hf_hidden_dim": count(), "hf_n_layers": count(), "hf_heads": count(), "dim_head": count(),
+        "ff_mult": count(), "emb_dropout": fraction(), "p_unconditional": fraction(), "cfg_scale": number(0),
+        "batch_size": count(), "lr": positive(), "weight_decay": number(0), "linear_warmup_rate": number(0, 1),
+        "min_lr": number(0), "max_steps_stage1": count(), "max_steps_stage2": count(),
+        "choice_temperature_lf": number(0), "choice_temperature_hf": number(0), "sampling_steps_lf": count(),
+        "sampling_steps_hf": count(), "sample_batch_size": count(),
+    }
+
+    def __post_init__(self):
+        check(self)
 
     @classmethod
     def tiny(cls) -> "TimeVQVAEConfig":
@@ -707,7 +726,8 @@ def epoch_order(n: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
 # scaling "none": they standardise per channel; the model holds the mean and std (module docstring)
 class TimeVQVAE(Generator, name="timevqvae", config=TimeVQVAEConfig, native_labels=True, scaling="none",
                 sampling_fields=("sample_batch_size", "choice_temperature_lf", "choice_temperature_hf",
-                                 "sampling_steps_lf", "sampling_steps_hf")):
+                                 "sampling_steps_lf", "sampling_steps_hf"),
+                budget_fields=("max_steps_stage1", "max_steps_stage2")):
 
     def build(self, n_features, seq_len, n_classes):
         if seq_len < self.config.n_fft:
