@@ -153,6 +153,7 @@ def curve_rows(profile: Profile, real, multiple: float, work: Path, seed: int, n
     """Fit, sample and score every named method at `multiple` x its equal budget (plus `real` at 1)."""
     scaled = at_multiple(profile, multiple, names)
     models = work / f"x{multiple:g}" / "models"
+    paths = {name: job(name, models, real)[0] for name in names}
     jobs = dict(job(name, models, real) for name in names)
     start = time.perf_counter()
     histories = fit_models(jobs, scaled, seed)
@@ -168,7 +169,7 @@ def curve_rows(profile: Profile, real, multiple: float, work: Path, seed: int, n
         held = split(X, y)
         models_ = evaluate.fit_downstream(held.X_train, held.y_train, held, config)
         scored, _ = evaluate.tstr_scores({name: models_}, held, real.task, config)
-        history = histories[jobs[name][0]] if name in jobs else {}
+        history = histories[paths[name]]
         rows.append({**scored.iloc[0].to_dict(), "multiple": multiple, "units": units_of(scaled, name),
                      "fit_wall_s": history.get("wall_time_s", np.nan), "sample_wall_s": sample_wall,
                      "batch_fit_wall_s": fit_wall})

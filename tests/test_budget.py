@@ -94,6 +94,8 @@ def test_the_curves_run_end_to_end_on_the_smoke_profile(tmp_path, one_thread):
     assert sorted(rows.method.unique()) == ["cfg", "real", "timevae"]
     assert rows.dropna(subset=["multiple"]).groupby("method").multiple.apply(sorted).to_dict() == \
         {"cfg": [0.5, 1.0], "timevae": [0.5, 1.0]}
+    fitted = rows.dropna(subset=["multiple"])
+    assert (fitted.fit_wall_s > 0).all() and (fitted.sample_wall_s >= 0).all()  # each model's own fit time
     units = rows.set_index(["method", "multiple"]).units
     assert units[("cfg", 0.5)] == round(profile.diffusion_train.steps / 2)
     again = budget_curves.curves(profile, real, [0.5, 1.0], tmp_path, seed=0, names=("cfg", "timevae"))
