@@ -25,6 +25,11 @@ from pathlib import Path
 import numpy as np
 
 AUTHORS_REPO = "jsyoon0823/TimeGAN"
+AUTHORS_COMMIT = "8f6181cb9b9d2fa0c930cd902411d9ac8a308e07"
+# the git blob ids of the two files run, at AUTHORS_COMMIT: a checkout that is not a git repository (an export of
+# the snapshot) is identified by its files' contents
+AUTHORS_BLOBS = {"timegan.py": "05a2c6587b6f5ede442af419558765bd0718ebe9",
+                 "utils.py": "f968e2bb63e4c7d4807a53fcf7d5df08705eb0db"}
 ROOT = Path(__file__).resolve().parents[2]
 # small, with every part: five networks (3 GRU layers, the supervisor 2), three phases, the joint phase's
 # two generator/embedder steps per discriminator check, the moment loss, renormalisation
@@ -105,12 +110,12 @@ def _compat(tf1, session_class, float64: bool):
     return shim
 
 
-def _run_once(repo_dir: Path, dtype: str, preset: dict | None):
+def _run_once(repo_dir: Path, dtype: str, preset: dict | None, config: dict | None = None, data=None):
     import tensorflow as tf
     tf1 = tf.compat.v1
     tf1.disable_v2_behavior()
-    c = CONFIG
-    data = sines(c["n"], c["seq_len"], c["dim"], seed=1)
+    c = config or CONFIG
+    data = sines(c["n"], c["seq_len"], c["dim"], seed=1) if data is None else data
     probe = np.random.RandomState(2)
     probe_idx = probe.permutation(c["n"])[:c["batch_size"]]
     probe_Z = probe.uniform(0., 1, (c["batch_size"], c["seq_len"], c["dim"]))
@@ -176,9 +181,12 @@ def _run_once(repo_dir: Path, dtype: str, preset: dict | None):
     authors.tf = shim
     batch_generator, random_generator = authors.batch_generator, authors.random_generator
 
+    rows = {}
+
     def recorded_batches(data_, time, batch_size):
         X_mb, T_mb = batch_generator(data_, time, batch_size)
-        rows = {row.tobytes(): i for i, row in enumerate(np.asarray(data_))}
+        if not rows:                                        # their scaled data, one row per stay
+            rows.update({row.tobytes(): i for i, row in enumerate(np.asarray(data_))})
         rec["batch_idx"].append([rows[np.asarray(x).tobytes()] for x in X_mb])
         return X_mb, T_mb
 
@@ -195,12 +203,10 @@ def _run_once(repo_dir: Path, dtype: str, preset: dict | None):
     return data, probe_idx, probe_Z, rec, tf.__version__
 
 
-def run_authors(repo_dir) -> tuple[dict, dict]:
-    import subprocess
-
-    repo_dir = Path(repo_dir).resolve()
-    data, probe_idx, probe_Z, rec, tf_version = _run_once(repo_dir, "float32", None)
-    it = CONFIG["iterations"]
+def _authors_arrays(repo_dir: Path, config: dict, data=None, dtype: str = "float32", preset: dict | None = None):
+    """(fixture arrays, the authors' outputs, the raw record, TF's version) of one run of their code."""
+    data, probe_idx, probe_Z, rec, tf_version = _run_once(repo_dir, dtype, preset, config, data)
+    it = config["iterations"]
     # their draws in call order: phase 1 batches, phase 2 (batch, noise), phase 3 3 x (batch, noise), generation
     batch_idx = np.asarray(rec["batch_idx"])
     Z = rec["Z"]
@@ -213,6 +219,15 @@ def run_authors(repo_dir) -> tuple[dict, dict]:
     arrays.update({k: v for k, v in outputs.items() if k.startswith("weights/")})
     authors = {k: np.asarray(v) for k, v in outputs.items() if not k.startswith("weights/")}
     arrays.update({"authors/" + k: v for k, v in authors.items()})
+    return arrays, authors, rec, tf_version
+
+
+def run_authors(repo_dir) -> tuple[dict, dict]:
+    import subprocess
+
+    repo_dir = Path(repo_dir).resolve()
+    commit = _authors_commit(repo_dir)                      # before the run: a wrong checkout fails at once
+    arrays, authors, rec, tf_version = _authors_arrays(repo_dir, CONFIG)
 
     # the tolerance run: the same code in float64 from the same weights and draws
     weights = {k[len("weights/"):]: v for k, v in arrays.items() if k.startswith("weights/")}
@@ -242,14 +257,13 @@ def run_authors(repo_dir) -> tuple[dict, dict]:
         rel = float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)) if a.size else 0.0
         noise[group] = max(noise.get(group, 0.0), rel)
     tolerances = {g: float(f"{TOLERANCE_FACTOR * max(v, 1e-7):.3g}") for g, v in noise.items()}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True).stdout.strip()
     counted = {"E0_solver": "embedding/E0_solver/E_loss_T0", "GS_solver": "supervised/GS_solver/G_loss_S",
                "G_solver": "joint/G_solver/G_loss_U", "E_solver": "joint/E_solver/E_loss_T0",
                "D_solver": "joint/D_solver/D_loss"}
     K = {solver: len(rec["loss"].get(key, [])) for solver, key in counted.items()}
     K["total"] = sum(K.values())
     info = {
-        "commit": commit or "8f6181cb9b9d2fa0c930cd902411d9ac8a308e07",
+        "commit": commit,
         "environment": {"tensorflow": tf_version, "numpy": np.__version__, "python": platform.python_version(),
                         "graph": "tensorflow.compat.v1, disable_v2_behavior"},
         "changes": CHANGES,
@@ -263,6 +277,19 @@ def run_authors(repo_dir) -> tuple[dict, dict]:
         "float64_noise": {g: float(f"{v:.3g}") for g, v in noise.items()},
     }
     return arrays, info
+
+
+def _authors_commit(repo_dir: Path) -> str:
+    """AUTHORS_COMMIT when the checkout's timegan.py and utils.py are that commit's blobs; else an error."""
+    import hashlib
+
+    for name, blob in AUTHORS_BLOBS.items():
+        content = (repo_dir / name).read_bytes()
+        found = hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+        if found != blob:
+            raise ValueError(f"{repo_dir / name} is not {AUTHORS_REPO}@{AUTHORS_COMMIT[:7]}'s (blob {found}, expected "
+                             f"{blob}); check out that commit")
+    return AUTHORS_COMMIT
 
 
 def _group(key: str) -> str:
@@ -288,14 +315,14 @@ def _translate(model) -> dict:
     return pairs
 
 
-def run_ours(fixture: dict) -> dict:
+def run_ours(fixture: dict, config: dict | None = None) -> dict:
     """Our TimeGAN (tardiff.generators.timegan) from the authors' weights through their batches and noise."""
     import torch
 
     from tardiff.generators import timegan as ours
     from tardiff.generators.base import Checkpoint, Scaler
 
-    c = CONFIG
+    c = config or CONFIG
     torch.set_num_threads(1)
     config = ours.TimeGANConfig(hidden_dim=c["hidden_dim"], num_layer=c["num_layer"], iterations=c["iterations"],
                                 batch_size=c["batch_size"], log_every=c["iterations"])
@@ -389,3 +416,91 @@ def run_ours(fixture: dict) -> dict:
     Z = torch.as_tensor(fixture["input/Z_generation"], dtype=torch.float32)
     out["sample/generated"] = scaler.inverse(gen.decode(model.eval(), Z, torch.device("cpu")))
     return out
+
+
+# --------------------------------------------------------------------------- the same check at the benchmark's sizes
+
+FULL_SIZE = {"n": 10_000, "seq_len": 24, "dim": 5, "hidden_dim": 24, "num_layer": 3, "batch_size": 128,
+             "module": "gru"}
+
+
+def main(argv=None) -> int:
+    """The fixture's check at Sines' sizes (10,000 x 24 x 5, hidden 24, 3 layers, batch 128), `--iterations` per
+    phase, no tolerance run: how closely ours follows the authors' code there, step by step.
+
+        .venv/bin/python -c "import numpy as np; from tardiff import benchmark_data; np.save('sines.npy', benchmark_data.sines())"
+        .venv-tf/bin/python -m experiments.authors_equivalence.timegan authors --repo .authors/timegan --data sines.npy \\
+            --iterations 100 --out outputs/authors_equivalence/timegan_full.npz
+        .venv/bin/python -m experiments.authors_equivalence.timegan compare outputs/authors_equivalence/timegan_full.npz
+
+    and their own float32 run against the same run in float64 (their float noise, grown over the same steps):
+
+        .venv-tf/bin/python -m experiments.authors_equivalence.timegan authors ... --float64-from timegan_full.npz \\
+            --out timegan_full_f64.npz
+        .venv/bin/python -m experiments.authors_equivalence.timegan compare timegan_full.npz --against timegan_full_f64.npz
+    """
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    authors = sub.add_parser("authors")
+    authors.add_argument("--repo", required=True)
+    authors.add_argument("--data", required=True, help="an (N, T, F) .npy, e.g. tardiff.benchmark_data.sines()")
+    authors.add_argument("--iterations", type=int, default=100)
+    authors.add_argument("--out", required=True)
+    authors.add_argument("--float64-from", default=None,
+                         help="a float32 run's .npz: rerun their code in float64 from its initial weights (same draws)")
+    check = sub.add_parser("compare")
+    check.add_argument("path")
+    check.add_argument("--against", default=None, help="another authors' run (.npz) to compare with, instead of ours")
+    args = parser.parse_args(argv)
+    if args.command == "authors":
+        data = np.load(args.data)
+        config = {**FULL_SIZE, "n": len(data), "seq_len": data.shape[1], "dim": data.shape[2],
+                  "iterations": args.iterations}
+        preset = None
+        if args.float64_from:
+            with np.load(args.float64_from) as blob:
+                preset = {k[len("weights/"):]: blob[k] for k in blob.files if k.startswith("weights/")}
+        arrays, _, _, _ = _authors_arrays(Path(args.repo).resolve(), config, data,
+                                          "float64" if preset else "float32", preset)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.out, config=json.dumps(config), **arrays)
+        return 0
+    with np.load(args.path) as blob:
+        fixture = {k: blob[k] for k in blob.files}
+    config = json.loads(str(fixture.pop("config")))
+    if args.against:
+        with np.load(args.against) as blob:
+            ours = {k[len("authors/"):]: blob[k] for k in blob.files if k.startswith("authors/")}
+    else:
+        ours = run_ours(fixture, config)
+    groups: dict = {}
+    for key in sorted(k[len("authors/"):] for k in fixture if k.startswith("authors/")):
+        a, o = np.asarray(fixture["authors/" + key], np.float64), np.asarray(ours[key], np.float64)
+        rel = float(np.max(np.abs(a - o)) / max(np.max(np.abs(a)), 1e-30))
+        group = _group(key)
+        if rel >= groups.get(group, (-1.0, ""))[0]:
+            groups[group] = (rel, key)
+    print(f"config {config}")
+    print("| prefix | largest relative difference | where |\n|---|---|---|")
+    for group, (rel, key) in sorted(groups.items()):
+        print(f"| {group} | {rel:.2g} | {key} |")
+    print("per step, the largest relative difference of a fetched loss (each loss's own scale):")
+    for key in sorted(k[len("authors/"):] for k in fixture if k.startswith("authors/loss/") and
+                      fixture[k].ndim == 1 and "d_stepped" not in k):
+        a, o = fixture["authors/" + key], np.asarray(ours[key])
+        rel = np.abs(a - o) / np.max(np.abs(a))
+        marks = sorted({0, len(a) // 10, len(a) // 2, len(a) - 1})
+        print(f"  {key}: " + ", ".join(f"step {i + 1}: {rel[i]:.1e}" for i in marks))
+    stepped = fixture.get("authors/loss/joint/d_stepped")
+    if stepped is not None:
+        print(f"discriminator steps: authors {int(stepped.sum())} of {len(stepped)}, other "
+              f"{int(np.sum(ours['loss/joint/d_stepped']))}; decisions equal: "
+              f"{bool(np.array_equal(stepped, ours['loss/joint/d_stepped']))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
