@@ -15,8 +15,6 @@ from the float32 run per prefix, times TOLERANCE_FACTOR.
 """
 from __future__ import annotations
 
-import importlib.util
-import math
 import platform
 import sys
 import types
@@ -428,16 +426,17 @@ def main(argv=None) -> int:
     """The fixture's check at Sines' sizes (10,000 x 24 x 5, hidden 24, 3 layers, batch 128), `--iterations` per
     phase, no tolerance run: how closely ours follows the authors' code there, step by step.
 
-        .venv/bin/python -c "import numpy as np; from tardiff import benchmark_data; np.save('sines.npy', benchmark_data.sines())"
-        .venv-tf/bin/python -m experiments.authors_equivalence.timegan authors --repo .authors/timegan --data sines.npy \\
-            --iterations 100 --out outputs/authors_equivalence/timegan_full.npz
-        .venv/bin/python -m experiments.authors_equivalence.timegan compare outputs/authors_equivalence/timegan_full.npz
+        .venv/bin/python -c "import numpy as np; from tardiff import benchmark_data as b; np.save('sines.npy', b.sines())"
+        .venv-tf/bin/python -m experiments.authors_equivalence.timegan authors --repo .authors/timegan \\
+            --data sines.npy --iterations 100 --out timegan_full.npz
+        .venv/bin/python -m experiments.authors_equivalence.timegan compare timegan_full.npz
 
     and their own float32 run against the same run in float64 (their float noise, grown over the same steps):
 
         .venv-tf/bin/python -m experiments.authors_equivalence.timegan authors ... --float64-from timegan_full.npz \\
             --out timegan_full_f64.npz
-        .venv/bin/python -m experiments.authors_equivalence.timegan compare timegan_full.npz --against timegan_full_f64.npz
+        .venv/bin/python -m experiments.authors_equivalence.timegan compare timegan_full.npz \\
+            --against timegan_full_f64.npz
     """
     import argparse
     import json
