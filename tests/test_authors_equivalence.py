@@ -6,11 +6,14 @@ loss, gradient, parameter after K optimiser steps and sample must match within t
 it (float noise: the authors' code run twice, or float32 against float64; stated in the manifest).
 """
 import importlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from experiments.authors_equivalence import CATEGORIES, GENERATORS, compare, format_rows, load_fixture
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", GENERATORS)
@@ -36,3 +39,19 @@ def test_compare_catches_a_difference():
         compare(fixture, {"loss/g": 2.0, "grad/w": np.ones((2, 3))}, tolerances)
     with pytest.raises(KeyError, match="tolerance"):
         compare({"authors/sample/x": np.zeros(2)}, {"sample/x": np.zeros(2)}, tolerances)
+
+
+def test_the_published_summary_counts_what_the_fixtures_hold():
+    """results/authors_equivalence/summary.csv (quoted by docs/generators.md) is of the fixtures in the tree:
+    regenerate it (`python -m experiments.authors_equivalence summary`) whenever a fixture changes."""
+    import pandas as pd
+
+    summary = pd.read_csv(ROOT / "results" / "authors_equivalence" / "summary.csv")
+    assert sorted(summary.generator.unique()) == sorted(GENERATORS)
+    for name in GENERATORS:
+        fixture, manifest = load_fixture(name)
+        for category in CATEGORIES:
+            held = sum(key.startswith("authors/" + category) for key in fixture)
+            row = summary[(summary.generator == name) & (summary.category == category.rstrip("/"))]
+            assert row.tensors.tolist() == [held], (name, category)
+            assert row.all_within.tolist() == [True], (name, category)
