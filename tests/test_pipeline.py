@@ -104,7 +104,8 @@ def test_batch_generators_choose_the_generators_the_batch_runs():
     none = with_overrides(default, **parse_overrides(["batch_generators="]))
     assert none.batch_generators == ()
     assert pipeline.batch_methods(none) == [m for m in methods.methods() if m not in GENERATORS]
-    assert pipeline.pooled_in_sampling(none) == ["ddpm", "cfg", "classifier_guidance"]
+    study = with_overrides(none, augment_sources=("ddpm", "cfg", "classifier_guidance", "tardiff", "timevae"))
+    assert pipeline.pooled_in_sampling(study) == ["ddpm", "cfg", "classifier_guidance"]  # not the left-out timevae
     one = with_overrides(default, batch_generators=("timevae",))
     assert set(pipeline.batch_methods(one)) - set(pipeline.batch_methods(none)) == {"timevae"}
     with pytest.raises(ValueError, match="batch_generators.*'tvae'"):   # refused by the profile itself
