@@ -214,13 +214,16 @@ def marginals(X_real, synthetic: dict, channels, path, preprocessor=None, max_va
     return _save(fig, path)
 
 
-def _task_by_metric(tasks, draw, path, title: str | None, legend_size: int) -> plt.Figure:
+def _task_by_metric(tasks, draw, path, title: str | None, legend_size: int, legend_out: bool = False) -> plt.Figure:
     """One row per task, AUROC left and AUPRC right: `draw(ax, task, metric)` fills each panel."""
     fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.6 * len(tasks)), squeeze=False)
     for r, task in enumerate(tasks):
         for c, metric in enumerate(("auroc", "auprc")):
             draw(axes[r, c], task, metric)
-        axes[r, 0].legend(fontsize=legend_size)
+        if legend_out:
+            axes[r, 1].legend(fontsize=legend_size, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        else:
+            axes[r, 0].legend(fontsize=legend_size)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -252,6 +255,9 @@ def budget_curves(rows: pd.DataFrame, path, title: str | None = None) -> plt.Fig
     the `real` row as a dashed line and band (experiments/budget_curves.py)."""
     _style()
 
+    multiples = sorted(rows["multiple"].dropna().unique())
+    methods = [m for m in dict.fromkeys(rows["method"]) if m != "real"]
+
     def draw(ax, task, metric):
         for method, group in rows[rows["task"] == task].groupby("method", sort=False):
             group, color = group.sort_values("multiple"), method_color(method)
@@ -260,14 +266,17 @@ def budget_curves(rows: pd.DataFrame, path, title: str | None = None) -> plt.Fig
                 ax.axhline(mid.iloc[0], color=color, ls="--", label="Real")
                 ax.axhspan(low.iloc[0], high.iloc[0], color=color, alpha=0.06)
                 continue
-            ax.errorbar(group["multiple"], mid, yerr=[mid - low, high - mid], color=color, marker="o", capsize=3,
-                        label=_name(method))
+            dodge = 2 ** (0.07 * (methods.index(method) - (len(methods) - 1) / 2))  # CIs side by side
+            ax.errorbar(group["multiple"] * dodge, mid, yerr=[mid - low, high - mid], color=color, marker="o",
+                        capsize=2, elinewidth=0.8, alpha=0.9, label=_name(method))
         ax.set_xscale("log", base=2)
+        ax.set_xticks(multiples, [f"{m:g}×" for m in multiples])
+        ax.minorticks_off()
         ax.set_xlabel("training budget (× the equal budget: cfg's fit)")
         ax.set_ylabel(f"validation {metric.upper()}")
         ax.set_title(f"{task}: train on synthetic, test on real validation")
 
-    return _task_by_metric(list(dict.fromkeys(rows["task"])), draw, path, title, legend_size=7)
+    return _task_by_metric(list(dict.fromkeys(rows["task"])), draw, path, title, legend_size=7, legend_out=True)
 
 
 def augmentation_gain(paired: pd.DataFrame, path, title: str | None = None) -> plt.Figure:

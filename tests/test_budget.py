@@ -101,3 +101,9 @@ def test_the_curves_run_end_to_end_on_the_smoke_profile(tmp_path, one_thread):
     again = budget_curves.curves(profile, real, [0.5, 1.0], tmp_path, seed=0, names=("cfg", "timevae"))
     pd.testing.assert_frame_equal(again, rows)  # resumed from rows.csv, nothing refitted
     assert "timevae" in budget_curves.markdown(rows)
+    from tardiff import plots
+
+    fig = plots.budget_curves(rows, tmp_path / "budget_curves.png")
+    assert (tmp_path / "budget_curves.png").stat().st_size > 0
+    for ax in fig.axes:  # each generator, and the real ceiling, in both panels
+        assert set(ax.get_legend_handles_labels()[1]) == {"Real", "CFG", "TimeVAE"}
