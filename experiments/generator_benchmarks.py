@@ -274,6 +274,19 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def merged(table: pd.DataFrame, published: Path) -> pd.DataFrame:
+    """This run's rows over the published table: a run of some generators or benchmarks replaces their rows
+    (same benchmark and label) and keeps every other row where it was; its new rows follow. The manifest keeps
+    the earlier runs' manifests (`earlier_runs`), so each row's provenance stays."""
+    if not published.exists():
+        return table
+    old = pd.read_csv(published)
+    key = lambda frame: list(zip(frame["benchmark"], frame["generator"]))
+    new = dict(zip(key(table), table.to_dict("records")))
+    rows = [new.pop(k, row) for k, row in zip(key(old), old.to_dict("records"))]
+    return pd.DataFrame(rows + list(new.values()), columns=list(dict.fromkeys([*old.columns, *table.columns])))
+
+
 def markdown(table: pd.DataFrame) -> str:
     lines = ["| benchmark | generator | context-FID (published) | correlational (published) | discriminative "
              "(published; target) | predictive (published; target) | train s (steps) | sample s |",
@@ -411,8 +424,9 @@ def main(argv=None) -> int:
                 f"{m} {field_metrics.Summary.of(v)}" for m, v in scores.items()), flush=True)
     if args.fit_only:
         return 0
-    table = summarise(rows)
+    table = merged(summarise(rows), out / "benchmark.csv")
     out.mkdir(parents=True, exist_ok=True)
+    earlier = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else None
     table.to_csv(out / "benchmark.csv", index=False)
     (out / "benchmark.md").write_text(markdown(table))
     write_manifest(out / "manifest.json", config={"generators": generators, "benchmarks": benchmarks,
@@ -425,7 +439,8 @@ def main(argv=None) -> int:
                    seed=args.seed, wall_time_s=time.perf_counter() - start, commit=_commit(),
                    command="python experiments/generator_benchmarks.py " + " ".join(argv or sys.argv[1:]),
                    timings_s=timings, scores={f"{r['benchmark']}/{r['generator']}": r["scores"] for r in rows},
-                   torch_threads=torch.get_num_threads())
+                   torch_threads=torch.get_num_threads(),
+                   earlier_runs=[] if earlier is None else [*earlier.pop("earlier_runs", []), earlier])
     print(markdown(table))
     return 0
 

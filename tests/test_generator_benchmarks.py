@@ -99,3 +99,17 @@ def test_timevqvae_stage1_reconstructs_through_the_codebooks(tmp_path, one_threa
     assert stage1.curvature_sign_changes(np.sin(0.1 * t + 0.2)[None, :, None]) == 0   # no inflection in (0, pi)
     assert stage1.curvature_sign_changes(((-1.0) ** t)[None, :, None]) == 24 - 3
     assert stage1.main(["--work", str(tmp_path)]) == 2   # no fitted model there: a clear refusal
+
+
+def test_a_run_of_some_rows_keeps_the_other_published_rows(tmp_path):
+    published = pd.DataFrame({"benchmark": ["sines", "sines", "stocks"], "generator": ["real", "timegan", "real"],
+                              "discriminative": [0.01, 0.2, 0.02], "status": ["scored", "not started", "scored"]})
+    published.to_csv(tmp_path / "benchmark.csv", index=False)
+    run = pd.DataFrame({"benchmark": ["sines", "sines"], "generator": ["real", "diffusion_ts"],
+                        "discriminative": [0.011, 0.017], "status": ["scored", "scored"], "train_s": [None, 3097.0]})
+    table = bench.merged(run, tmp_path / "benchmark.csv")
+    assert list(zip(table.benchmark, table.generator)) == [("sines", "real"), ("sines", "timegan"),
+                                                            ("stocks", "real"), ("sines", "diffusion_ts")]
+    assert table.discriminative.tolist() == [0.011, 0.2, 0.02, 0.017]   # replaced, kept, kept, added
+    assert "train_s" in table.columns
+    assert bench.merged(run, tmp_path / "missing.csv").equals(run)
