@@ -55,23 +55,23 @@ PROBE = {"cfg": (30, 120), "timegan": (15, 60), "timevae": (1, 3), "timevqvae": 
 
 
 def counts_for(name: str, units: float) -> dict:
-    """The profile settings (dotted, for with_overrides) that train `name` for `units` units."""
+    """The profile settings (dotted, for with_overrides) that train `name` for `units` units: its first budget
+    field is the unit, any other keeps its ratio to it in the authors' settings (TimeVQVAE's 20,000 : 40,000)."""
     units = max(1, int(round(units)))
     if name == "cfg":
         return {"diffusion_train.steps": units}
-    if name == "timevqvae":  # the authors' 1:2 ratio of stage-1 to stage-2 steps (20,000 : 40,000)
-        return {"generators.timevqvae.max_steps_stage1": units, "generators.timevqvae.max_steps_stage2": 2 * units}
-    (field,) = generator_class(name).budget_fields
-    return {f"generators.{name}.{field}": units}
+    cls = generator_class(name)
+    unit, *others = cls.budget_fields
+    authors = cls.config_class()
+    return {f"generators.{name}.{unit}": units,
+            **{f"generators.{name}.{f}": round(units * getattr(authors, f) / getattr(authors, unit)) for f in others}}
 
 
 def units_of(profile: Profile, name: str) -> int:
     """The profile's training length of `name`, in the units of `counts_for`."""
     if name == "cfg":
         return profile.diffusion_train.steps
-    config = getattr(profile.generators, name)
-    field = "max_steps_stage1" if name == "timevqvae" else generator_class(name).budget_fields[0]
-    return int(getattr(config, field))
+    return int(getattr(getattr(profile.generators, name), generator_class(name).budget_fields[0]))
 
 
 def at_multiple(profile: Profile, multiple: float, names=METHODS) -> Profile:
@@ -153,8 +153,8 @@ def curve_rows(profile: Profile, real, multiple: float, work: Path, seed: int, n
     """Fit, sample and score every named method at `multiple` x its equal budget (plus `real` at 1)."""
     scaled = at_multiple(profile, multiple, names)
     models = work / f"x{multiple:g}" / "models"
-    paths = {name: job(name, models, real)[0] for name in names}
-    jobs = dict(job(name, models, real) for name in names)
+    named = {name: job(name, models, real) for name in names}
+    jobs = dict(named.values())
     start = time.perf_counter()
     histories = fit_models(jobs, scaled, seed)
     fit_wall = time.perf_counter() - start
@@ -169,7 +169,7 @@ def curve_rows(profile: Profile, real, multiple: float, work: Path, seed: int, n
         held = split(X, y)
         models_ = evaluate.fit_downstream(held.X_train, held.y_train, held, config)
         scored, _ = evaluate.tstr_scores({name: models_}, held, real.task, config)
-        history = histories[paths[name]]
+        history = histories[named[name][0]]
         rows.append({**scored.iloc[0].to_dict(), "multiple": multiple, "units": units_of(scaled, name),
                      "fit_wall_s": history.get("wall_time_s", np.nan), "sample_wall_s": sample_wall,
                      "batch_fit_wall_s": fit_wall})
