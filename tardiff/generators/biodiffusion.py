@@ -447,14 +447,8 @@ class BioDiffusionModel(nn.Module):
 
     def __init__(self, n_features: int, seq_len: int, n_classes: int, config: BioDiffusionConfig):
         super().__init__()
-        c = config
-        if c.objective not in ("pred_noise", "pred_x0", "pred_v"):
-            raise ValueError(f"objective must be pred_noise, pred_x0 or pred_v, got {c.objective!r}")
-        if c.loss_type not in ("l1", "l2"):
-            raise ValueError(f"loss_type must be 'l1' or 'l2', got {c.loss_type!r}")
+        c = config  # objective, loss_type and beta_schedule checked: BioDiffusionConfig.RANGES
         schedules = {"cosine": cosine_beta_schedule, "linear": linear_beta_schedule}
-        if c.beta_schedule not in schedules:
-            raise ValueError(f"unknown beta_schedule {c.beta_schedule!r}; one of {sorted(schedules)}")
         self.config, self.n_features, self.seq_len = c, n_features, seq_len
         factor = 2 ** (len(c.dim_mults) - 1)
         self.padded_len = -(-seq_len // factor) * factor                  # next multiple of the UNet's factor
@@ -633,10 +627,7 @@ class BioDiffusion(Generator, name="biodiffusion", config=BioDiffusionConfig, na
                    budget_fields=("max_steps",)):
 
     def build(self, n_features, seq_len, n_classes):
-        c = self.config
-        if any(c.dim * m % c.resnet_block_groups for m in (1, *c.dim_mults)):
-            raise ValueError(f"every level's channels (dim · mult) must divide into {c.resnet_block_groups} "
-                             f"GroupNorm groups; got dim={c.dim}, dim_mults={c.dim_mults}")
+        c = self.config  # GroupNorm groups dividing every level: BioDiffusionConfig.__post_init__
         return BioDiffusionModel(n_features, seq_len, n_classes if n_classes is not None else 1, c)
 
     def train(self, model, X, y, seed, device, checkpoint: Checkpoint, progress):

@@ -586,18 +586,7 @@ class DiffusionTS(Generator, name="diffusion_ts", config=DiffusionTSConfig, nati
                   budget_fields=("train_steps",)):
 
     def build(self, n_features, seq_len, n_classes):
-        c = self.config
-        if c.loss_type not in ("l1", "l2"):
-            raise ValueError(f"loss_type must be 'l1' or 'l2', got {c.loss_type!r}")
-        if c.d_model < 4 or c.d_model % 2 or c.d_model % c.n_heads:
-            raise ValueError(f"d_model must be even, at least 4 and a multiple of n_heads ({c.n_heads}), "
-                             f"got {c.d_model}")
-        if c.sampling_timesteps is not None and not 1 <= c.sampling_timesteps <= c.timesteps:
-            raise ValueError(f"sampling_timesteps must be None or in 1..timesteps ({c.timesteps}), "
-                             f"got {c.sampling_timesteps}")
-        if c.gradient_accumulate_every < 1 or c.batch_size < 1:
-            raise ValueError("batch_size and gradient_accumulate_every must be at least 1")
-        return DiffusionTSModel(n_features, seq_len, c)
+        return DiffusionTSModel(n_features, seq_len, self.config)  # its settings checked: DiffusionTSConfig
 
     def train(self, model: DiffusionTSModel, X, y, seed, device, checkpoint: Checkpoint, progress):
         c = self.config

@@ -473,12 +473,7 @@ PHASES = ("embedding", "supervised", "joint")
 class TimeGAN(Generator, name="timegan", config=TimeGANConfig, native_labels=False, scaling="minmax01",
               budget_fields=("iterations",)):
     def build(self, n_features, seq_len, n_classes):
-        c = self.config
-        if c.module != "gru":
-            raise ValueError(f"TimeGAN: module {c.module!r} is not built here; only 'gru' (the authors' default)")
-        if c.num_layer < 2:
-            raise ValueError(f"TimeGAN needs num_layer >= 2 (the supervisor has num_layer - 1), got {c.num_layer}")
-        return TimeGANModel(n_features, seq_len, c)
+        return TimeGANModel(n_features, seq_len, self.config)  # module and num_layer: TimeGANConfig.RANGES
 
     def solvers(self, model: TimeGANModel) -> dict:
         """The authors' five Adam optimisers, each over its var_list with its own moments."""
