@@ -246,13 +246,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[budget] %(message)s")
     from tardiff.config import parse_overrides
-    overrides = parse_overrides(args.set)
-    profile = with_overrides(get_profile(args.profile), **overrides)
+    try:  # a setting that cannot run is refused in one line before any data is read (tardiff.settings)
+        overrides = parse_overrides(args.set)
+        profile = with_overrides(get_profile(args.profile), **overrides)
+    except ValueError as error:
+        parser.error(str(error))
     names = tuple(n for n in args.methods.split(",") if n)
     if unknown := sorted(set(names) - set(METHODS)):
         parser.error(f"--methods {unknown} are not among {list(METHODS)}")
     work, out = Path(args.work), Path(args.out)
     if args.command == "render":
+        if not (out / "curves.csv").exists():
+            parser.error(f"{out / 'curves.csv'} does not exist: run `curves` first (or name its --out)")
         return render(pd.read_csv(out / "curves.csv"), out)
     dataset = _dataset(args, work)
     real = real_data.load_real(dataset, args.task, profile, seed=args.seed)
