@@ -90,8 +90,8 @@ def settings(generator: str, benchmark: str, reductions: str = "authors"):
     config = preset() if callable(preset) else config_class()
     if reductions == "default":
         overrides = DEFAULT_GENERATOR_REDUCTIONS[generator]
-        reason = "the default profile's reduction: " + (", ".join(f"{k}={v}" for k, v in overrides.items())
-                                                        or "none")
+        reason = "the equal budget (the default profile's counts): " + (
+            ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none")
     elif "=" in reductions:
         overrides = parse_setting(reductions)
         reason = "set for this row: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
@@ -348,8 +348,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fit-only", action="store_true", help="fit and sample, no metrics or tables")
     parser.add_argument("--reductions", default="authors",
                         help="comma-separated: authors (their settings and the stated REDUCTIONS), default (the "
-                             "default profile's reductions), or key=value+key=value (those settings on the authors', "
-                             "for the generators that have the fields); each is a row of the table")
+                             "default profile's counts, the equal budget: rows labelled 'equal budget'), or "
+                             "key=value+key=value (those settings on the authors', for the generators that have "
+                             "the fields); each is a row of the table")
     parser.add_argument("--fitted-only", action="store_true",
                         help="score only the runs whose samples exist; the others are rows saying where their "
                              "checkpoint stands (a table while long fits are still running)")
@@ -404,7 +405,7 @@ def main(argv=None) -> int:
                                       if applies(g, r) and not same_as_authors(g, benchmark, r)):
             label = generator if reductions == "authors" else \
                 f"{generator} ({reductions.replace('+', ', ')})" if "=" in reductions else \
-                f"{generator} ({reductions} profile)"
+                f"{generator} (equal budget)"  # the default profile's counts since the equal-compute rule
             status = unfinished(generator, benchmark, real, work, args.seed, reductions) if args.fitted_only else None
             if status is not None:
                 rows.append({"benchmark": benchmark, "generator": label, "scores": {}, "status": status,

@@ -111,25 +111,53 @@ def test_a_function_not_written_yet_is_said_not_hidden():
     assert "Not generated yet" in text and "no_such_table" in text
 
 
-def test_readme_glance_says_baselines_not_run_and_fills_in_the_best_when_published(tmp_path):
+def _run_folder(tmp_path, baselines=()):
+    """A results folder with real, cfg, tardiff and the given baselines' TSTR, and paired rows against cfg
+    (every method) and tardiff (the baselines): {method: (auroc, diff against cfg, its CI, diff against tardiff,
+    its CI)}."""
     folder = tmp_path / "results" / "run"
-    folder.mkdir(parents=True)
-    tstr = pd.DataFrame([{"task": "mortality", "method": m, "auroc_mean": a, "auroc_sd": .01, "auprc_mean": .2,
+    folder.mkdir(parents=True, exist_ok=True)
+    methods = {"real": (.7,), "cfg": (.66,), "tardiff": (.63, -.03, (-.05, -.01)), **dict(baselines)}
+    tstr = pd.DataFrame([{"task": "mortality", "method": m, "auroc_mean": v[0], "auroc_sd": .01, "auprc_mean": .2,
                           "auprc_sd": .01, "selected_from": "tardiff_dot" if m == "tardiff" else ""}
-                         for m, a in (("real", .7), ("cfg", .66), ("tardiff", .63))])
-    paired = pd.DataFrame([{"task": "mortality", "method": "tardiff", "baseline": "cfg", "metric": m, "diff": -.03,
-                            "ci_low": -.05, "ci_high": -.01, "downstream": "gru"} for m in ("auroc", "auprc")])
+                         for m, v in methods.items()])
+    paired = pd.DataFrame([{"task": "mortality", "method": m, "baseline": base, "metric": metric, "diff": d,
+                            "ci_low": ci[0], "ci_high": ci[1], "downstream": "gru"}
+                           for m, v in methods.items() if len(v) > 1
+                           for base, d, ci in (("cfg", v[1], v[2]), ("tardiff", *v[3:5]))[:len(v) // 2]
+                           for metric in ("auroc", "auprc")])
     tstr.to_csv(folder / "tstr.csv", index=False)
     paired.to_csv(folder / "paired.csv", index=False)
-    before = report.glance("mortality", "results/run", root=tmp_path)
-    assert list(before.iloc[3, 1:3]) == ["not run in `results/run`"] * 2
-    assert before.iloc[2, 3] == "-0.030 [-0.050, -0.010]"
-    extra = [{**tstr.iloc[1], "method": m, "auroc_mean": a} for m, a in (("timegan", .55), ("timevae", .60))]
-    pd.concat([tstr, pd.DataFrame(extra)]).to_csv(folder / "tstr.csv", index=False)
-    pd.concat([paired, paired.assign(method="timevae", diff=-.06)]).to_csv(folder / "paired.csv", index=False)
-    after = report.glance("mortality", "results/run", root=tmp_path)
-    assert "TimeVAE" in after.iloc[3, 0] and after.iloc[3, 1].startswith("0.600 ±")
-    assert after.iloc[3, 3].startswith("-0.060")
+    return folder
+
+
+def test_readme_glance_gives_every_paper_row_beside_the_papers_numbers(tmp_path):
+    _run_folder(tmp_path)
+    before = report.glance("mortality", "results/run", root=tmp_path).set_index("")
+    timegan = before.loc["TimeGAN"]
+    assert list(timegan.iloc[[0, 2]]) == ["not run"] * 2
+    assert timegan.iloc[1] == "0.514 / 0.624"          # the paper's MIMIC-III / eICU mortality AUROC
+    assert before.iloc[2, 4] == "-0.030 [-0.050, -0.010]"
+    assert before.iloc[1, 1] == ""                      # cfg is not a row of the paper
+    _run_folder(tmp_path, {"timegan": (.55, -.11, (-.14, -.08), -.08, (-.1, -.06)),
+                           "timevae": (.60, -.06, (-.09, .01), -.03, (-.05, -.01))})
+    after = report.glance("mortality", "results/run", root=tmp_path).set_index("")
+    assert after.loc["TimeVAE"].iloc[0].startswith("0.600 ±") and after.loc["TimeVAE"].iloc[4].startswith("-0.060")
+
+
+def test_verdict_names_the_baselines_beaten_with_a_paired_ci_above_zero(tmp_path):
+    folder = _run_folder(tmp_path, {"timegan": (.55, -.11, (-.14, -.08), -.08, (-.1, -.06)),
+                                    "timevae": (.60, -.06, (-.09, .01), .03, (.01, .05))})
+    pd.DataFrame([{"dataset": "PhysioNet 2012 (ours)", "column": "mortality_auroc", "method": "tardiff",
+                   "value": .63, "best_baseline": "timevae", "best_baseline_value": .6, "gain": .03,
+                   "relative_gain_pct": 5.0}]).to_csv(folder / "margins.csv", index=False)
+    table = report.verdict("results/run", root=tmp_path).set_index(["task", "metric"])
+    auroc = table.loc[("mortality", "AUROC")]
+    assert auroc["`cfg` against the five"] == "above 1 of 2 (TimeGAN +.110); below 0 (none); 1 inside the CI"
+    assert auroc["`tardiff` against the five"] == "above 1 of 2 (TimeGAN +.080); below 1 (TimeVAE −.030); " \
+                                                  "0 inside the CI"
+    assert auroc.iloc[2] == "+5.0 % (best: TimeVAE)"
+    assert table.loc[("long stay", "AUROC")].iloc[0] == "no baseline in this run"
 
 
 def _anchors(page: Path) -> set[str]:
