@@ -221,6 +221,32 @@ def glance(task: str, results: str = "results/default", root: Path = ROOT) -> pd
     return pd.DataFrame(out)
 
 
+def equal_budget(root: Path = ROOT) -> pd.DataFrame:
+    """README's budget table: the count of its own steps each generator trains for at the equal budget (what
+    `cfg` costs per task), its sampling cost, and how trained that count leaves it on its authors' Sines
+    benchmark (the `equal budget` rows of results/generator_benchmarks, against the bars they are held to)."""
+    budget = pd.read_csv(root / "results/budget_curves/budget.csv")
+    sines = pd.read_csv(root / "results/generator_benchmarks/benchmark.csv").query("benchmark == 'sines'")
+    sines = sines.set_index("generator")
+    out = []
+    for row in budget.itertuples():
+        line = {"generator": row.method, "unit": row.unit, "count": f"{row.units_at_budget:,}",
+                "sampling CPU-s per 1,000 stays": f"{row.sample_cpu_s_per_1000:.2f}"}
+        for metric in ("discriminative", "predictive"):
+            label = f"{row.method} (equal budget)"
+            if row.method == "cfg":
+                cell = ""  # a class-conditional model of stays; not a Sines generator
+            elif label in sines.index and np.isfinite(sines.loc[label, metric]):
+                found = sines.loc[label]
+                cell = f"{found[metric]:.3f} (bar ≤ {found[metric + '_target']:.3f}" + \
+                    ("" if found[metric + "_met"] else ", missed") + ")"
+            else:
+                cell = "not run yet"
+            line[f"Sines {metric}"] = cell
+        out.append(line)
+    return pd.DataFrame(out)
+
+
 def _side(paired: pd.DataFrame, reference: str, metric: str) -> str:
     """Which baselines `reference` is above and below with the paired 95 % CI excluding 0, by how much."""
     rows = paired[(paired["baseline"] == reference) & (paired["metric"] == metric)

@@ -160,6 +160,27 @@ def test_verdict_names_the_baselines_beaten_with_a_paired_ci_above_zero(tmp_path
     assert table.loc[("long stay", "AUROC")].iloc[0] == "no baseline in this run"
 
 
+def test_budget_table_says_how_trained_each_generator_is_and_what_is_not_run_yet(tmp_path):
+    (tmp_path / "results" / "budget_curves").mkdir(parents=True)
+    (tmp_path / "results" / "generator_benchmarks").mkdir(parents=True)
+    pd.DataFrame([{"method": m, "unit": "step", "units_at_budget": n, "sample_cpu_s_per_1000": 1.0}
+                  for m, n in (("cfg", 3000), ("timegan", 593), ("timevae", 256))]).to_csv(
+        tmp_path / "results/budget_curves/budget.csv", index=False)
+    pd.DataFrame([{"benchmark": "sines", "generator": "timegan (equal budget)", "discriminative": .2,
+                   "discriminative_target": .031, "discriminative_met": False, "predictive": .097,
+                   "predictive_target": .098, "predictive_met": True},
+                  {"benchmark": "sines", "generator": "timevae (default profile)", "discriminative": .01,
+                   "discriminative_target": .061, "discriminative_met": True, "predictive": .093,
+                   "predictive_target": .098, "predictive_met": True}]).to_csv(
+        tmp_path / "results/generator_benchmarks/benchmark.csv", index=False)
+    table = report.equal_budget(root=tmp_path).set_index("generator")
+    assert table.loc["timegan", "count"] == "593"
+    assert table.loc["timegan", "Sines discriminative"] == "0.200 (bar ≤ 0.031, missed)"
+    assert table.loc["timegan", "Sines predictive"] == "0.097 (bar ≤ 0.098)"
+    assert table.loc["timevae", "Sines predictive"] == "not run yet"   # another budget's row is not this one
+    assert table.loc["cfg", "Sines discriminative"] == ""
+
+
 def _anchors(page: Path) -> set[str]:
     """GitHub's heading anchors of a markdown page."""
     return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
