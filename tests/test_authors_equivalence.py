@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.authors_equivalence import CATEGORIES, GENERATORS, compare, format_rows, load_fixture
+from experiments.authors_equivalence import (CATEGORIES, GENERATORS, compare, format_rows, load_fixture,
+                                             tolerances)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ours_equals_the_authors(name):
     fixture, manifest = load_fixture(name)
     ours = importlib.import_module(f"experiments.authors_equivalence.{name}").run_ours(fixture)
-    rows = compare(fixture, ours, manifest["tolerances"])
+    rows = compare(fixture, ours, tolerances(manifest))
     for category in CATEGORIES:
         assert any(r.key.startswith(category) for r in rows), f"{name}: nothing compared under {category!r}"
     assert all(r.ok for r in rows), f"{name} differs from its authors' code:\n" + format_rows(
@@ -55,3 +56,14 @@ def test_the_published_summary_counts_what_the_fixtures_hold():
             row = summary[(summary.generator == name) & (summary.category == category.rstrip("/"))]
             assert row.tensors.tolist() == [held], (name, category)
             assert row.all_within.tolist() == [True], (name, category)
+
+
+def test_another_cpu_widens_a_tolerance_only_to_a_multiple_of_what_it_measured():
+    from experiments.authors_equivalence import CROSS_MACHINE_FACTOR
+    manifest = {"tolerances": {"loss/": 1e-6, "param_after/": 1e-5},
+                "other_machines": [{"cpu": "x", "largest_relative": {"param_after/": 1e-4}},
+                                   {"cpu": "y", "largest_relative": {"loss/": 1e-8}}]}
+    merged = tolerances(manifest)
+    assert merged == {"loss/": 1e-6, "param_after/": CROSS_MACHINE_FACTOR * 1e-4}
+    fixture = {"authors/param_after/w": np.ones(3)}
+    assert not compare(fixture, {"param_after/w": np.ones(3) * (1 + 1e-3)}, merged)[0].ok  # a real gap still fails

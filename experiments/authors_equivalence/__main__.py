@@ -1,8 +1,10 @@
-"""`authors NAME --repo DIR`: run the authors' code and write the fixture; `compare NAME`: hold ours to it."""
+"""`authors NAME --repo DIR`: run the authors' code and write the fixture; `compare NAME`: hold ours to it;
+`machine NAME`: record how far ours lands from the fixture on this CPU (for a CPU other than the fixture's)."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import platform
 import sys
 import time
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.authors_equivalence import (CATEGORIES, GENERATORS, compare, format_rows, load_fixture,
-                                             save_fixture)
+from experiments.authors_equivalence import (CATEGORIES, CROSS_MACHINE_FACTOR, GENERATORS, compare,
+                                             fixture_paths, format_rows, largest_by_prefix, load_fixture,
+                                             save_fixture, tolerances)
 
 
 def main(argv=None) -> int:
@@ -22,6 +25,10 @@ def main(argv=None) -> int:
     authors.add_argument("--repo", required=True, help="a local checkout of the authors' repository")
     check = sub.add_parser("compare", help="run ours on the fixture's weights and inputs and compare")
     check.add_argument("name", choices=GENERATORS)
+    machine = sub.add_parser("machine", help="on a CPU other than the fixture's: record ours' largest difference "
+                                             "per tolerance prefix in the fixture's manifest (other_machines), "
+                                             "where it would widen the tolerance")
+    machine.add_argument("name", choices=GENERATORS)
     summary = sub.add_parser("summary", help="compare all five; write the per-category summary for the docs")
     summary.add_argument("--out", default="results/authors_equivalence")
     args = parser.parse_args(argv)
@@ -42,9 +49,32 @@ def main(argv=None) -> int:
         print(f"wrote the {args.name} fixture: {len(arrays)} arrays")
         return 0
     fixture, manifest = load_fixture(args.name)
-    rows = compare(fixture, module.run_ours(fixture), manifest["tolerances"])
+    if args.command == "machine":
+        rows = compare(fixture, module.run_ours(fixture), manifest["tolerances"])
+        record = {"cpu": _cpu(), "date": time.strftime("%Y-%m-%d"),
+                  "command": "python -m experiments.authors_equivalence " + " ".join(sys.argv[1:]),
+                  "largest_relative": {prefix: value for prefix, value in
+                                       largest_by_prefix(rows, manifest["tolerances"]).items()
+                                       if CROSS_MACHINE_FACTOR * value > manifest["tolerances"][prefix]}}
+        manifest["other_machines"] = [*manifest.get("other_machines", []), record]
+        fixture_paths(args.name)[1].write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")  # arrays untouched
+        print(f"recorded {record['cpu']} in the {args.name} fixture")
+        return 0
+    rows = compare(fixture, module.run_ours(fixture), tolerances(manifest))
     print(format_rows(rows))
     return 0 if all(r.ok for r in rows) else 1
+
+
+def _cpu() -> str:
+    """This CPU's model and widest vector extension (what changes float32 rounding between machines)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+    return f"{model or platform.machine()}, {widest}"
 
 
 def _steps(K):
@@ -59,7 +89,7 @@ def write_summary(out: Path) -> int:
     for name in GENERATORS:
         fixture, manifest = load_fixture(name)
         module = importlib.import_module(f"experiments.authors_equivalence.{name}")
-        compared = compare(fixture, module.run_ours(fixture), manifest["tolerances"])
+        compared = compare(fixture, module.run_ours(fixture), tolerances(manifest))
         for category in CATEGORIES:
             part = [r for r in compared if r.key.startswith(category)]
             worst = max(part, key=lambda r: r.relative)
