@@ -175,7 +175,7 @@ def test_budget_table_says_how_trained_each_generator_is_and_what_is_not_run_yet
         tmp_path / "results/generator_benchmarks/benchmark.csv", index=False)
     table = report.equal_budget(root=tmp_path).set_index("generator")
     assert table.loc["timegan", "count"] == "593"
-    assert table.loc["timegan", "Sines discriminative"] == "0.200 (bar ≤ 0.031, missed)"
+    assert table.loc["timegan", "Sines discriminative"] == "0.200 (bar ≤ 0.031, missed 6.5 ×)"
     assert table.loc["timegan", "Sines predictive"] == "0.097 (bar ≤ 0.098)"
     assert table.loc["timevae", "Sines predictive"] == "not run yet"   # another budget's row is not this one
     assert table.loc["cfg", "Sines discriminative"] == ""
