@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -184,13 +185,27 @@ def real_row(profile: Profile, real, seed: int) -> pd.DataFrame:
     return scored.assign(multiple=np.nan, units=np.nan)
 
 
-def curves(profile: Profile, real, multiples, work: Path, seed: int, names=METHODS) -> pd.DataFrame:
-    """Every (method, multiple) row, resuming from work/rows.csv (a finished multiple is not refitted)."""
+def curves(profile: Profile, real, multiples, work: Path, seed: int, names=METHODS, commit: str = "",
+           refit=(), published: Path | None = None) -> pd.DataFrame:
+    """Every (method, multiple) row, resuming from work/rows.csv (a finished multiple is not refitted); each new
+    row carries the `commit` it was fitted at. `refit` names methods whose generator changed: their rows are
+    dropped and fitted again, and the others' rows are kept, from work/rows.csv or, where the work folder is
+    gone, from the `published` curves.csv (so one changed generator does not cost every curve again)."""
     work.mkdir(parents=True, exist_ok=True)
     done_path = work / "rows.csv"
     done = pd.read_csv(done_path) if done_path.exists() else pd.DataFrame()
+    if refit:
+        if done.empty and published is not None and published.exists():
+            done = pd.read_csv(published)
+            log.info("kept the rows of %s but %s", published, ", ".join(refit))
+        done = done[~done.method.isin(refit)] if len(done) else done
+        done.to_csv(done_path, index=False)
+        for name in refit:  # its old fits and checkpoints would otherwise be resumed, not refitted
+            stem = job(name, Path("."), real)[0].name.split(".")[0]
+            for stale in work.glob(f"x*/models/{stem}*"):
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     if done.empty or "real" not in set(done.method):
-        done = pd.concat([done, real_row(profile, real, seed)], ignore_index=True)
+        done = pd.concat([done, real_row(profile, real, seed).assign(commit=commit)], ignore_index=True)
         done.to_csv(done_path, index=False)
     for multiple in multiples:
         have = set(done.loc[np.isclose(done.multiple.astype(float), multiple), "method"]) if len(done) else set()
@@ -198,7 +213,8 @@ def curves(profile: Profile, real, multiples, work: Path, seed: int, names=METHO
         if not todo:
             continue
         log.info("x%g: %s", multiple, ", ".join(todo))
-        done = pd.concat([done, curve_rows(profile, real, multiple, work, seed, todo)], ignore_index=True)
+        fitted = curve_rows(profile, real, multiple, work, seed, todo).assign(commit=commit)
+        done = pd.concat([done, fitted], ignore_index=True)
         done.to_csv(done_path, index=False)
     return done
 
@@ -240,6 +256,9 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--multipliers", default="0.25,1,4")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--refit", default="", metavar="METHODS",
+                        help="fit these methods again (their generator changed) and keep every other row, from "
+                             "--work's rows.csv or, without one, --out's curves.csv")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="outputs/budget_curves")
     parser.add_argument("--out", default="results/budget_curves")
@@ -252,8 +271,11 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     names = tuple(n for n in args.methods.split(",") if n)
-    if unknown := sorted(set(names) - set(METHODS)):
-        parser.error(f"--methods {unknown} are not among {list(METHODS)}")
+    refit = tuple(n for n in args.refit.split(",") if n)
+    if unknown := sorted(set(names + refit) - set(METHODS)):
+        parser.error(f"--methods / --refit {unknown} are not among {list(METHODS)}")
+    if missing := sorted(set(refit) - set(names)):
+        parser.error(f"--refit {missing} must be among --methods")
     work, out = Path(args.work), Path(args.out)
     if args.command == "render":
         if not (out / "curves.csv").exists():
@@ -271,15 +293,16 @@ def main(argv=None) -> int:
         name, extra = "budget", {"load_average": os.getloadavg()}
     else:
         multiples = [float(m) for m in args.multipliers.split(",")]
-        rows = curves(profile, real, multiples, work, args.seed, names)
+        rows = curves(profile, real, multiples, work, args.seed, names, commit=_commit()[0], refit=refit,
+                      published=out / "curves.csv")
         out.mkdir(parents=True, exist_ok=True)
         rows.to_csv(out / "curves.csv", index=False)
         render(rows, out)
-        name, extra = "curves", {"multiples": multiples, "methods": names}
-    import subprocess
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "tardiff", "experiments"],
-                                capture_output=True, text=True).stdout.strip())
+        commits = rows.get("commit", pd.Series("", index=rows.index)).fillna("").astype(str)
+        name, extra = "curves", {"multiples": multiples, "methods": names, "refit": refit,
+                                 "row_commits": commits.groupby(rows.method).agg(
+                                     lambda c: sorted(set(c) - {""}) or ["before row commits were kept"]).to_dict()}
+    commit, dirty = _commit()
     write_manifest(out / f"{name}_manifest.json", config=profile, seed=args.seed, commit=commit,
                    code_changed_since_commit=dirty,
                    inputs={"dataset": str(dataset)}, wall_time_s=time.perf_counter() - start,
@@ -287,6 +310,15 @@ def main(argv=None) -> int:
                    task=args.task, profile=args.profile, overrides=overrides, torch_threads=torch.get_num_threads(),
                    equal_budget=getattr(config_lib, "EQUAL_BUDGET", None), **extra)
     return 0
+
+
+def _commit() -> tuple[str, bool]:
+    """HEAD, and whether the package or the experiments differ from it (a row fitted then is not HEAD's)."""
+    import subprocess
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "tardiff", "experiments"],
+                                capture_output=True, text=True).stdout.strip())
+    return commit, dirty
 
 
 def render(rows: pd.DataFrame, out: Path) -> int:

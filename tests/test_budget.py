@@ -90,7 +90,8 @@ def test_the_curves_run_end_to_end_on_the_smoke_profile(tmp_path, one_thread):
                     y_train=y_train, X_val=rng.normal(size=(32, 6, 3)) + y_val[:, None, None], y_val=y_val,
                     task="mortality", name="toy")
     profile = with_overrides(get_profile("smoke"), n_seeds=1, bootstrap=20)
-    rows = budget_curves.curves(profile, real, [0.5, 1.0], tmp_path, seed=0, names=("cfg", "timevae"))
+    rows = budget_curves.curves(profile, real, [0.5, 1.0], tmp_path, seed=0, names=("cfg", "timevae"),
+                                commit="abc")
     assert sorted(rows.method.unique()) == ["cfg", "real", "timevae"]
     assert rows.dropna(subset=["multiple"]).groupby("method").multiple.apply(sorted).to_dict() == \
         {"cfg": [0.5, 1.0], "timevae": [0.5, 1.0]}
@@ -98,9 +99,23 @@ def test_the_curves_run_end_to_end_on_the_smoke_profile(tmp_path, one_thread):
     assert (fitted.fit_wall_s > 0).all() and (fitted.sample_wall_s >= 0).all()  # each model's own fit time
     units = rows.set_index(["method", "multiple"]).units
     assert units[("cfg", 0.5)] == round(profile.diffusion_train.steps / 2)
-    again = budget_curves.curves(profile, real, [0.5, 1.0], tmp_path, seed=0, names=("cfg", "timevae"))
+    again = budget_curves.curves(profile, real, [0.5, 1.0], tmp_path, seed=0, names=("cfg", "timevae"),
+                                 commit="abc")
     pd.testing.assert_frame_equal(again, rows)  # resumed from rows.csv, nothing refitted
     assert "timevae" in budget_curves.markdown(rows)
+    assert set(rows.commit) == {"abc"}
+    # a changed generator is fitted again alone; the other rows stay, from the published curves when work is gone
+    published = tmp_path / "published.csv"
+    rows.assign(commit="old").to_csv(published, index=False)
+    (tmp_path / "rows.csv").unlink()
+    for fit in tmp_path.glob("x*/models/timevae_mortality"):
+        (fit / "old-fit").touch()
+    refit = budget_curves.curves(profile, real, [0.5, 1.0], tmp_path, seed=0, names=("cfg", "timevae"),
+                                 commit="new", refit=("timevae",), published=published)
+    assert refit.groupby("method").commit.agg(set).to_dict() == {"real": {"old"}, "cfg": {"old"}, "timevae": {"new"}}
+    assert len(refit) == len(rows)
+    assert not list(tmp_path.glob("x*/models/timevae_mortality/old-fit"))  # fitted anew, not its old fit resumed
+    assert len(list(tmp_path.glob("x*/models/timevae_mortality"))) == 2
     from tardiff import plots
 
     fig = plots.budget_curves(rows, tmp_path / "budget_curves.png")
