@@ -216,7 +216,15 @@ def curves(profile: Profile, real, multiples, work: Path, seed: int, names=METHO
         fitted = curve_rows(profile, real, multiple, work, seed, todo).assign(commit=commit)
         done = pd.concat([done, fitted], ignore_index=True)
         done.to_csv(done_path, index=False)
-    return done
+    return ordered(done)
+
+
+def ordered(rows: pd.DataFrame) -> pd.DataFrame:
+    """`real`, then the methods in METHODS' order, each by multiple: a refitted method's rows rejoin their place."""
+    rank = {name: k for k, name in enumerate(("real",) + tuple(METHODS))}
+    key = rows.method.map(rank).fillna(len(rank))
+    return rows.assign(_rank=key).sort_values(["_rank", "multiple"], kind="stable").drop(columns="_rank") \
+        .reset_index(drop=True)
 
 
 def markdown(rows: pd.DataFrame, level: float = 0.95) -> str:
@@ -324,6 +332,7 @@ def _commit() -> tuple[str, bool]:
 def render(rows: pd.DataFrame, out: Path) -> int:
     """curves.md and figures/budget_curves.png from the curve rows."""
     from tardiff import plots
+    rows = ordered(rows)
     (out / "curves.md").write_text(markdown(rows))
     plots.budget_curves(rows, ROOT / "figures" / "budget_curves.png")
     print(markdown(rows))

@@ -113,7 +113,7 @@ def test_the_curves_run_end_to_end_on_the_smoke_profile(tmp_path, one_thread):
     refit = budget_curves.curves(profile, real, [0.5, 1.0], tmp_path, seed=0, names=("cfg", "timevae"),
                                  commit="new", refit=("timevae",), published=published)
     assert refit.groupby("method").commit.agg(set).to_dict() == {"real": {"old"}, "cfg": {"old"}, "timevae": {"new"}}
-    assert len(refit) == len(rows)
+    assert list(zip(refit.method, refit.multiple.fillna(0))) == list(zip(rows.method, rows.multiple.fillna(0)))
     assert not list(tmp_path.glob("x*/models/timevae_mortality/old-fit"))  # fitted anew, not its old fit resumed
     assert len(list(tmp_path.glob("x*/models/timevae_mortality"))) == 2
     from tardiff import plots
