@@ -2,7 +2,7 @@
 that budget for each baseline generator, and how each one's downstream utility grows with the budget.
 
     python experiments/budget_curves.py measure [--out results/budget_curves]      # ~10 CPU-min
-    python experiments/budget_curves.py curves [--multipliers 0.25,1,4] [--task mortality]
+    python experiments/budget_curves.py curves [--multipliers 0.25,0.5,1,2,4] [--task mortality]
 
 `measure`: on one thread (CPU seconds: time.process_time, so other processes on the machine barely move it),
 each method is fitted at two short lengths on the task's real training split; the slope between them is its
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     parser.add_argument("--task", default="mortality")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--multipliers", default="0.25,1,4")
+    parser.add_argument("--multipliers", default="0.25,0.5,1,2,4")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--refit", default="", metavar="METHODS",
                         help="fit these methods again (their generator changed) and keep every other row, from "
