@@ -44,7 +44,7 @@ from tardiff import config as config_lib  # noqa: E402
 from tardiff.config import Profile, get_profile, with_overrides  # noqa: E402
 from tardiff.generators import GENERATORS, generator_class  # noqa: E402
 from tardiff.sampler import Sampler  # noqa: E402
-from tardiff.utils import write_manifest  # noqa: E402
+from tardiff.utils import git_state, write_manifest  # noqa: E402
 
 log = logging.getLogger("budget_curves")
 METHODS = ("cfg", *GENERATORS)
@@ -292,6 +292,7 @@ def main(argv=None) -> int:
     dataset = _dataset(args, work)
     real = real_data.load_real(dataset, args.task, profile, seed=args.seed)
     start = time.perf_counter()
+    commit, dirty = git_state(("tardiff", "experiments"))  # a row fitted with uncommitted code is not HEAD's
     if args.command == "measure":
         table = measure(profile, real, work / "measure", args.seed)
         out.mkdir(parents=True, exist_ok=True)
@@ -301,7 +302,7 @@ def main(argv=None) -> int:
         name, extra = "budget", {"load_average": os.getloadavg()}
     else:
         multiples = [float(m) for m in args.multipliers.split(",")]
-        rows = curves(profile, real, multiples, work, args.seed, names, commit=_commit()[0], refit=refit,
+        rows = curves(profile, real, multiples, work, args.seed, names, commit=commit, refit=refit,
                       published=out / "curves.csv")
         out.mkdir(parents=True, exist_ok=True)
         rows.to_csv(out / "curves.csv", index=False)
@@ -310,7 +311,6 @@ def main(argv=None) -> int:
         name, extra = "curves", {"multiples": multiples, "methods": names, "refit": refit,
                                  "row_commits": commits.groupby(rows.method).agg(
                                      lambda c: sorted(set(c) - {""}) or ["before row commits were kept"]).to_dict()}
-    commit, dirty = _commit()
     write_manifest(out / f"{name}_manifest.json", config=profile, seed=args.seed, commit=commit,
                    code_changed_since_commit=dirty,
                    inputs={"dataset": str(dataset)}, wall_time_s=time.perf_counter() - start,
@@ -318,15 +318,6 @@ def main(argv=None) -> int:
                    task=args.task, profile=args.profile, overrides=overrides, torch_threads=torch.get_num_threads(),
                    equal_budget=getattr(config_lib, "EQUAL_BUDGET", None), **extra)
     return 0
-
-
-def _commit() -> tuple[str, bool]:
-    """HEAD, and whether the package or the experiments differ from it (a row fitted then is not HEAD's)."""
-    import subprocess
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "tardiff", "experiments"],
-                                capture_output=True, text=True).stdout.strip())
-    return commit, dirty
 
 
 def render(rows: pd.DataFrame, out: Path) -> int:

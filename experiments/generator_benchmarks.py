@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
@@ -32,7 +31,7 @@ from tardiff import benchmark_data, field_metrics
 from tardiff.config import DEFAULT_GENERATOR_REDUCTIONS, parse_overrides, with_overrides
 from tardiff.generators import GENERATORS, generator_class, load_generator
 from tardiff.generators.base import MODEL_FILE, fingerprint
-from tardiff.utils import json_digest, to_jsonable, write_manifest
+from tardiff.utils import git_state, json_digest, to_jsonable, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("context_fid", "correlational", "discriminative", "predictive")
@@ -327,11 +326,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def _commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return git_state()[0] or "unknown"
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from tardiff import artifacts
-from tardiff.utils import read_manifest, write_manifest
+from tardiff.utils import git_state, read_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("01_extraction", "02_train_classifier", "03_train_diffusion", "04_guided_sampling", "05_evaluation")
@@ -176,7 +176,6 @@ def publish(outputs: str | Path, results: str | Path, profile: str, figures: str
     traceable; the notebooks without this machine's paths), with a manifest naming the commit, the profile, its
     `--set` overrides (one set for every step, else an error) and each step's wall time."""
     import shutil
-    import subprocess
 
     outputs, results = Path(outputs), Path(results)
     tables = sorted((outputs / "tables").glob("*.csv"))
@@ -192,9 +191,7 @@ def publish(outputs: str | Path, results: str | Path, profile: str, figures: str
         shutil.copyfile(path, results / path.name)
     for path in sorted((outputs / "notebooks").glob("*.ipynb")):
         (results / "notebooks" / path.name).write_text(portable_paths(path.read_text(), outputs, figures, data_dir))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "tardiff", "notebooks"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip())
+    commit, dirty = git_state(("tardiff", "notebooks"))
     write_manifest(results / "manifest.json", seed=None,
                    config={"profile": profile, "overrides": next(iter(overrides.values()), {})},
                    wall_time_s=sum((m or {}).get("wall_time_s") or 0 for m in steps.values()), commit=commit,

@@ -77,6 +77,21 @@ def json_digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(to_jsonable(value), sort_keys=True).encode()).hexdigest()
 
 
+def git_state(paths=("tardiff",)) -> tuple[str, bool]:
+    """HEAD of the checkout this package runs from, and whether `paths` (relative to its root) differ from it:
+    what a manifest's `commit` can promise. ("", False) where there is no git or no checkout."""
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *paths],
+                               capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "", False
+    return commit, bool(dirty)
+
+
 def write_manifest(path: str | os.PathLike, *, config: Any, seed: int | None = None,
                    inputs: dict[str, str] | None = None, wall_time_s: float | None = None,
                    **extra: Any) -> dict:
