@@ -113,8 +113,16 @@ def execute(name: str, parameters: dict, out_dir: Path, notebooks_dir: Path) -> 
     return executed
 
 
+def figures_folder(profile: str, outputs: str | Path, figures: str | Path | None = None) -> Path:
+    """Where a run's figures go: the committed `figures/` belongs to the default profile (README and docs show
+    them), so any other profile writes beside its outputs unless told otherwise: a smoke check or a GPU run of
+    the paper profile never overwrites the published figures. Relative paths are from the repository root."""
+    chosen = Path(figures) if figures else Path("figures") if profile == "default" else Path(outputs) / "figures"
+    return chosen if chosen.is_absolute() else (ROOT / chosen).resolve()
+
+
 def reproduce(profile: str = "default", data_dir: str | None = None, dataset: str | None = None,
-              outputs: str = "outputs", figures: str = "figures", seed: int = 0, device: str = "auto",
+              outputs: str = "outputs", figures: str | None = None, seed: int = 0, device: str = "auto",
               force: bool = False, only: tuple = NOTEBOOKS, notebooks_dir: Path = ROOT / "notebooks",
               overrides: dict | None = None) -> dict:
     if overrides:  # fail here, before anything is written or run, on a setting the profile lacks or cannot run
@@ -126,7 +134,7 @@ def reproduce(profile: str = "default", data_dir: str | None = None, dataset: st
     out_dir = outputs_path / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     parameters = {"profile": profile, "data_dir": data_dir or "", "dataset": dataset or "",
-                  "outputs_dir": str(outputs_path), "figures_dir": str(Path(figures).resolve()),
+                  "outputs_dir": str(outputs_path), "figures_dir": str(figures_folder(profile, outputs, figures)),
                   "seed": seed, "device": device, "overrides": dict(overrides or {})}
     if force and NOTEBOOKS[0] in only:  # --force redoes extraction too: without its manifest nothing is reused
         (outputs_path / "data" / "manifest.json").unlink(missing_ok=True)
@@ -170,7 +178,7 @@ def portable_paths(text: str, outputs: str | Path, figures: str | Path = "figure
     return text
 
 
-def publish(outputs: str | Path, results: str | Path, profile: str, figures: str | Path = "figures",
+def publish(outputs: str | Path, results: str | Path, profile: str, figures: str | Path | None = None,
             data_dir=None) -> Path:
     """Copy a finished run's tables and executed notebooks to `results` (committed, so README's numbers are
     traceable; the notebooks without this machine's paths), with a manifest naming the commit, the profile, its
@@ -190,7 +198,8 @@ def publish(outputs: str | Path, results: str | Path, profile: str, figures: str
     for path in tables + sorted((outputs / "tables").glob("*.md")):
         shutil.copyfile(path, results / path.name)
     for path in sorted((outputs / "notebooks").glob("*.ipynb")):
-        (results / "notebooks" / path.name).write_text(portable_paths(path.read_text(), outputs, figures, data_dir))
+        text = portable_paths(path.read_text(), outputs, figures_folder(profile, outputs, figures), data_dir)
+        (results / "notebooks" / path.name).write_text(text)
     commit, dirty = git_state(("tardiff", "notebooks"))
     write_manifest(results / "manifest.json", seed=None,
                    config={"profile": profile, "overrides": next(iter(overrides.values()), {})},
@@ -210,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", help="an extracted `.npz` (data_preprocess/ output or your own X, y) "
                                           "to use instead of PhysioNet 2012")
     parser.add_argument("--outputs", default="outputs")
-    parser.add_argument("--figures", default="figures")
+    parser.add_argument("--figures", help="where figures go (default: figures/ for the default profile, whose "
+                                         "figures are committed; <outputs>/figures for the others)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--force", action="store_true", help="rerun every step")

@@ -254,3 +254,19 @@ def test_force_redoes_extraction(tmp_path, monkeypatch):
     rp.reproduce("smoke", outputs=str(tmp_path / "out"), figures=str(tmp_path / "fig"), force=True,
                  only=("01_extraction",))
     assert not (data / "manifest.json").exists()
+
+
+def test_only_the_default_profile_writes_the_committed_figures(tmp_path, monkeypatch):
+    """A smoke check (or a GPU run of the paper profile) must not overwrite the figures README shows."""
+    import tardiff.reproduce as rp
+
+    seen = {}
+    monkeypatch.setattr(rp, "execute", lambda name, parameters, *rest: seen.setdefault(name, parameters))
+    for profile in ("smoke", "paper", "default"):
+        seen.clear()
+        rp.reproduce(profile, outputs=str(tmp_path / profile), only=("01_extraction",))
+        expected = ROOT / "figures" if profile == "default" else tmp_path / profile / "figures"
+        assert seen["01_extraction"]["figures_dir"] == str(expected), profile
+    seen.clear()
+    rp.reproduce("smoke", outputs=str(tmp_path / "smoke"), figures="mine", only=("01_extraction",))
+    assert seen["01_extraction"]["figures_dir"] == str(ROOT / "mine")  # asked for: where it was asked
