@@ -3,6 +3,7 @@ that budget for each baseline generator, and how each one's downstream utility g
 
     python experiments/budget_curves.py measure [--out results/budget_curves]      # ~10 CPU-min
     python experiments/budget_curves.py curves [--multipliers 0.25,0.5,1,2,4] [--task mortality]
+    python experiments/budget_curves.py seeds --seeds 0,1,2 --multipliers 1          # ~20 min a seed
 
 `measure`: on one thread (CPU seconds: time.process_time, so other processes on the machine barely move it),
 each method is fitted at two short lengths on the task's real training split; the slope between them is its
@@ -19,6 +20,11 @@ the downstream GRUs (the profile's, n_seeds of them) train on the synthetic set,
 stratified tenth of it held out (no real data in any choice), and are scored on real validation stays;
 the seed ensemble's bootstrap CI. A `real` row (the same protocol on the real training split) is the ceiling.
 Resumable: each (method, multiple) row is kept in the work folder's rows.csv, each fit in its checkpoints.
+
+`seeds`: the same rows with other seeds (the fit's, the sampler's, the synthetic hold-out's and the downstream
+GRUs'), so a reader sees how far one fit's score moves: the curves and the paper's table are one fit per
+generator, and their CIs are conditional on it. Seed 0 is taken from `curves`' published rows. The `real` row
+moves by its downstream seeds alone; a generator's spread beyond it is the fit's. -> fit_seeds.{csv,md}.
 """
 from __future__ import annotations
 
@@ -219,6 +225,54 @@ def curves(profile: Profile, real, multiples, work: Path, seed: int, names=METHO
     return ordered(done)
 
 
+def seed_rows(profile: Profile, real, multiples, work: Path, seeds, names=METHODS, commit: str = "",
+              published: Path | None = None) -> pd.DataFrame:
+    """`curves`' rows once per seed (column `seed`), each seed in its own work folder (resumable); seed 0 from
+    the `published` curves.csv where it holds every row asked for, so the published fits are not paid twice."""
+    frames = []
+    for seed in seeds:
+        kept = pd.read_csv(published) if seed == 0 and published is not None and published.exists() else None
+        if kept is not None:
+            wanted = kept.multiple.isna() | np.isin(kept.multiple.astype(float), multiples)
+            kept = kept[wanted & kept.method.isin(("real", *names))]
+            have = {(r.method, float(r.multiple)) for r in kept.dropna(subset=["multiple"]).itertuples()}
+            if {(n, float(m)) for n in names for m in multiples} <= have and "real" in set(kept.method):
+                frames.append(kept.assign(seed=seed))
+                continue
+        log.info("seed %d", seed)
+        rows = curves(profile, real, multiples, work / f"seed{seed}", seed, names, commit=commit)
+        frames.append(rows[rows.method.isin(("real", *names))
+                           & (rows.multiple.isna() | np.isin(rows.multiple.astype(float), multiples))]
+                      .assign(seed=seed))
+    return pd.concat(frames, ignore_index=True)
+
+
+def seeds_markdown(rows: pd.DataFrame) -> str:
+    """Per multiple: each method's seed-ensemble score at every seed, its mean and range (max - min), and the
+    order of the methods at each seed: how much one fit decides the ranking."""
+    seeds = sorted(rows.seed.unique())
+    lines = []
+    for multiple in sorted(rows.multiple.dropna().unique()):
+        at = rows[rows.multiple.isna() | np.isclose(rows.multiple.astype(float), multiple)]
+        for metric in ("auroc", "auprc"):
+            column = f"{metric}_ensemble"
+            lines += [f"**TSTR {metric.upper()}** on real validation stays at {multiple:g} × budget, one fit "
+                      f"per seed (each the seed ensemble of its downstream GRUs)", "",
+                      "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | range |",
+                      "|---|" + "---|" * (len(seeds) + 2)]
+            for name in [m for m in ("real", *METHODS) if m in set(at.method)]:
+                values = at[at.method == name].set_index("seed")[column].reindex(seeds)
+                cells = " | ".join("" if np.isnan(v) else f"{v:.3f}" for v in values)
+                lines.append(f"| {name}{' (no fit: downstream seeds only)' if name == 'real' else ''} | {cells} | "
+                             f"{values.mean():.3f} | {values.max() - values.min():.3f} |")
+            lines.append("")
+            for seed in seeds:
+                ranked = at[(at.seed == seed) & (at.method != "real")].sort_values(column, ascending=False)
+                lines.append(f"- seed {seed}: " + " > ".join(ranked.method))
+            lines.append("")
+    return "\n".join(lines)
+
+
 def ordered(rows: pd.DataFrame) -> pd.DataFrame:
     """`real`, then the methods in METHODS' order, each by multiple: a refitted method's rows rejoin their place."""
     rank = {name: k for k, name in enumerate(("real",) + tuple(METHODS))}
@@ -253,7 +307,7 @@ def markdown(rows: pd.DataFrame, level: float = 0.95) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("measure", "curves", "render"),
+    parser.add_argument("command", choices=("measure", "curves", "seeds", "render"),
                         help="render: curves.md and the figure again from --out's curves.csv, nothing fitted")
     parser.add_argument("--data-dir", default=os.environ.get("TARDIFF_DATA_DIR"),
                         help="PhysioNet 2012 archives (else TARDIFF_DATA_DIR); extracted into --work")
@@ -268,6 +322,7 @@ def main(argv=None) -> int:
                         help="fit these methods again (their generator changed) and keep every other row, from "
                              "--work's rows.csv or, without one, --out's curves.csv")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="seeds: the seeds whose rows are fitted (0 from curves.csv)")
     parser.add_argument("--work", default="outputs/budget_curves")
     parser.add_argument("--out", default="results/budget_curves")
     args = parser.parse_args(argv)
@@ -300,6 +355,15 @@ def main(argv=None) -> int:
         (out / "budget.md").write_text(budget_markdown(table) + "\n")
         print(budget_markdown(table))
         name, extra = "budget", {"load_average": os.getloadavg()}
+    elif args.command == "seeds":
+        multiples = [float(m) for m in args.multipliers.split(",")]
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+        rows = seed_rows(profile, real, multiples, work, seeds, names, commit=commit, published=out / "curves.csv")
+        out.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(out / "fit_seeds.csv", index=False)
+        (out / "fit_seeds.md").write_text(seeds_markdown(rows) + "\n")
+        print(seeds_markdown(rows))
+        name, extra = "fit_seeds", {"multiples": multiples, "methods": names, "seeds": seeds}
     else:
         multiples = [float(m) for m in args.multipliers.split(",")]
         rows = curves(profile, real, multiples, work, args.seed, names, commit=commit, refit=refit,

@@ -122,3 +122,29 @@ def test_the_curves_run_end_to_end_on_the_smoke_profile(tmp_path, one_thread):
     assert (tmp_path / "budget_curves.png").stat().st_size > 0
     for ax in fig.axes:  # each generator, and the real ceiling, in both panels
         assert set(ax.get_legend_handles_labels()[1]) == {"Real", "CFG", "TimeVAE"}
+
+
+def test_other_seeds_refit_every_row_and_seed_zero_is_the_published_one(tmp_path, one_thread):
+    rng = np.random.default_rng(2)
+    y_train, y_val = np.r_[np.zeros(48), np.ones(16)].astype(int), np.r_[np.zeros(24), np.ones(8)].astype(int)
+    real = RealData(X_train=rng.normal(size=(64, 6, 3)) + y_train[:, None, None],
+                    y_train=y_train, X_val=rng.normal(size=(32, 6, 3)) + y_val[:, None, None], y_val=y_val,
+                    task="mortality", name="toy")
+    profile = with_overrides(get_profile("smoke"), n_seeds=1, bootstrap=20)
+    names = ("cfg", "timevae")
+    published = tmp_path / "curves.csv"
+    budget_curves.curves(profile, real, [1.0, 2.0], tmp_path / "published", seed=0, names=names,
+                         commit="pub").to_csv(published, index=False)
+    rows = budget_curves.seed_rows(profile, real, [1.0], tmp_path / "work", [0, 1], names, commit="new",
+                                   published=published)
+    assert rows.groupby("seed").method.apply(sorted).to_dict() == {0: ["cfg", "real", "timevae"],
+                                                                    1: ["cfg", "real", "timevae"]}
+    assert set(rows[rows.seed == 0].commit) == {"pub"} and set(rows[rows.seed == 1].commit) == {"new"}
+    assert set(rows.multiple.dropna()) == {1.0}  # only the multiple asked for, from the published rows too
+    assert not (tmp_path / "work" / "seed0").exists()  # seed 0 not fitted again
+    fitted = rows.dropna(subset=["multiple"]).set_index(["method", "seed"]).auroc_ensemble
+    assert fitted[("timevae", 0)] != fitted[("timevae", 1)]  # another seed is another fit
+    text = budget_curves.seeds_markdown(rows)
+    assert "| seed 0 | seed 1 | mean | range |" in text and "- seed 1: " in text
+    spread = abs(fitted[("cfg", 0)] - fitted[("cfg", 1)])
+    assert f"{spread:.3f} |" in text.split("| cfg |")[1].splitlines()[0]
