@@ -14,7 +14,7 @@ Words after the source: `name=a|b` keeps the rows whose column `name` is a or b,
 (for a function: a keyword argument); `cols=a,b:Header` picks and renames columns; `digits=N`; `ci=1` joins
 diff / ci_low / ci_high into one cell; `pivot=name` spreads a column's values into columns (the last column
 fills them). A value names one cell: `col=`, or `key=a.b` in
-a JSON file; `fmt=num|signed|ci|int`, `agg=min|max` over several rows. Quote words with spaces ("a b").
+a JSON file; `fmt=num|signed|ci|int`, `agg=min|max|range` over several rows (range: max - min). Quote words with spaces ("a b").
 `python -m tardiff.report --check` rewrites nothing and fails when a page and the results it quotes disagree.
 """
 from __future__ import annotations
@@ -156,15 +156,18 @@ def render_value(spec: str, root: Path = ROOT) -> str:
         return _number(float(value), fmt, digits)
     rows = _load(source, args, root)
     if rows.empty or (len(rows) != 1 and "agg" not in options):
-        raise ValueError(f"{spec}: {len(rows)} rows match, not one (add filters or agg=min|max)")
+        raise ValueError(f"{spec}: {len(rows)} rows match, not one (add filters or agg=min|max|range)")
     if fmt == "ci":
         row = rows.iloc[0]
         return f"{_number(row['diff'], 'ci', digits)} [{_number(row['ci_low'], 'ci', digits)}, " \
                f"{_number(row['ci_high'], 'ci', digits)}]"
     if "col" not in options:
         raise ValueError(f"{spec}: name the column the value comes from (col=...)")
-    column = rows[options["col"]]
-    return _number(float(getattr(column, options.get("agg", "max"))()), fmt, digits)
+    column, agg = rows[options["col"]], options.get("agg", "max")
+    if agg not in ("min", "max", "range"):
+        raise ValueError(f"{spec}: agg must be min, max or range, got {agg!r}")
+    value = column.max() - column.min() if agg == "range" else getattr(column, agg)()
+    return _number(float(value), fmt, digits)
 
 
 def rewrite(text: str, root: Path = ROOT) -> str:

@@ -89,6 +89,9 @@ def test_values_in_prose_style(tiny):
     root, _ = tiny
     assert report.render_value("results/t.csv task=a method=y fmt=ci", root) == "−.046 [−.080, −.010]"
     assert report.render_value("results/t.csv task=a col=diff agg=min", root) == "−.046"
+    assert report.render_value("results/t.csv task=a col=diff agg=range", root) == ".058"  # +.012 - (-.046)
+    with pytest.raises(ValueError, match="agg must be"):
+        report.render_value("results/t.csv task=a col=diff agg=mean", root)
     with pytest.raises(ValueError, match="2 rows match"):
         report.render_value("results/t.csv task=a col=diff", root)
 
