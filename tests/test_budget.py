@@ -83,12 +83,17 @@ def test_the_curves_select_on_synthetic_stays_and_score_on_real_validation_only(
 
 
 @pytest.mark.slow
-def test_the_curves_run_end_to_end_on_the_smoke_profile(tmp_path, one_thread):
-    rng = np.random.default_rng(1)
+def _toy_real(seed: int) -> RealData:
+    """64 training and 32 validation stays whose label shifts every value: a task any generator can learn."""
+    rng = np.random.default_rng(seed)
     y_train, y_val = np.r_[np.zeros(48), np.ones(16)].astype(int), np.r_[np.zeros(24), np.ones(8)].astype(int)
-    real = RealData(X_train=rng.normal(size=(64, 6, 3)) + y_train[:, None, None],
+    return RealData(X_train=rng.normal(size=(64, 6, 3)) + y_train[:, None, None],
                     y_train=y_train, X_val=rng.normal(size=(32, 6, 3)) + y_val[:, None, None], y_val=y_val,
                     task="mortality", name="toy")
+
+
+def test_the_curves_run_end_to_end_on_the_smoke_profile(tmp_path, one_thread):
+    real = _toy_real(1)
     profile = with_overrides(get_profile("smoke"), n_seeds=1, bootstrap=20)
     rows = budget_curves.curves(profile, real, [0.5, 1.0], tmp_path, seed=0, names=("cfg", "timevae"),
                                 commit="abc")
@@ -125,11 +130,7 @@ def test_the_curves_run_end_to_end_on_the_smoke_profile(tmp_path, one_thread):
 
 
 def test_other_seeds_refit_every_row_and_seed_zero_is_the_published_one(tmp_path, one_thread):
-    rng = np.random.default_rng(2)
-    y_train, y_val = np.r_[np.zeros(48), np.ones(16)].astype(int), np.r_[np.zeros(24), np.ones(8)].astype(int)
-    real = RealData(X_train=rng.normal(size=(64, 6, 3)) + y_train[:, None, None],
-                    y_train=y_train, X_val=rng.normal(size=(32, 6, 3)) + y_val[:, None, None], y_val=y_val,
-                    task="mortality", name="toy")
+    real = _toy_real(2)
     profile = with_overrides(get_profile("smoke"), n_seeds=1, bootstrap=20)
     names = ("cfg", "timevae")
     published = tmp_path / "curves.csv"
