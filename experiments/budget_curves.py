@@ -229,21 +229,19 @@ def seed_rows(profile: Profile, real, multiples, work: Path, seeds, names=METHOD
               published: Path | None = None) -> pd.DataFrame:
     """`curves`' rows once per seed (column `seed`), each seed in its own work folder (resumable); seed 0 from
     the `published` curves.csv where it holds every row asked for, so the published fits are not paid twice."""
+    asked = lambda rows: rows[(rows.task == real.task) & rows.method.isin(("real", *names))
+                              & (rows.multiple.isna() | np.isin(rows.multiple.astype(float), multiples))]
     frames = []
     for seed in seeds:
-        kept = pd.read_csv(published) if seed == 0 and published is not None and published.exists() else None
-        if kept is not None:
-            wanted = kept.multiple.isna() | np.isin(kept.multiple.astype(float), multiples)
-            kept = kept[wanted & kept.method.isin(("real", *names))]
+        if seed == 0 and published is not None and published.exists():
+            kept = asked(pd.read_csv(published))  # another task's curves (same --out) are not this task's seed 0
             have = {(r.method, float(r.multiple)) for r in kept.dropna(subset=["multiple"]).itertuples()}
             if {(n, float(m)) for n in names for m in multiples} <= have and "real" in set(kept.method):
                 frames.append(kept.assign(seed=seed))
                 continue
         log.info("seed %d", seed)
         rows = curves(profile, real, multiples, work / f"seed{seed}", seed, names, commit=commit)
-        frames.append(rows[rows.method.isin(("real", *names))
-                           & (rows.multiple.isna() | np.isin(rows.multiple.astype(float), multiples))]
-                      .assign(seed=seed))
+        frames.append(asked(rows).assign(seed=seed))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -347,6 +345,7 @@ def main(argv=None) -> int:
     dataset = _dataset(args, work)
     real = real_data.load_real(dataset, args.task, profile, seed=args.seed)
     start = time.perf_counter()
+    multiples = [float(m) for m in args.multipliers.split(",")]
     commit, dirty = git_state(("tardiff", "experiments"))  # a row fitted with uncommitted code is not HEAD's
     if args.command == "measure":
         table = measure(profile, real, work / "measure", args.seed)
@@ -356,7 +355,6 @@ def main(argv=None) -> int:
         print(budget_markdown(table))
         name, extra = "budget", {"load_average": os.getloadavg()}
     elif args.command == "seeds":
-        multiples = [float(m) for m in args.multipliers.split(",")]
         seeds = [int(s) for s in args.seeds.split(",") if s]
         rows = seed_rows(profile, real, multiples, work, seeds, names, commit=commit, published=out / "curves.csv")
         out.mkdir(parents=True, exist_ok=True)
@@ -365,7 +363,6 @@ def main(argv=None) -> int:
         print(seeds_markdown(rows))
         name, extra = "fit_seeds", {"multiples": multiples, "methods": names, "seeds": seeds}
     else:
-        multiples = [float(m) for m in args.multipliers.split(",")]
         rows = curves(profile, real, multiples, work, args.seed, names, commit=commit, refit=refit,
                       published=out / "curves.csv")
         out.mkdir(parents=True, exist_ok=True)

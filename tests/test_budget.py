@@ -1,6 +1,7 @@
 """Equal compute: the default profile's counts are the measured ones, a shared budget splits by label, and the
 budget-curve experiment scales every method and never reads a test stay (experiments/budget_curves.py)."""
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,9 @@ def test_other_seeds_refit_every_row_and_seed_zero_is_the_published_one(tmp_path
     assert set(rows[rows.seed == 0].commit) == {"pub"} and set(rows[rows.seed == 1].commit) == {"new"}
     assert set(rows.multiple.dropna()) == {1.0}  # only the multiple asked for, from the published rows too
     assert not (tmp_path / "work" / "seed0").exists()  # seed 0 not fitted again
+    other_task = budget_curves.seed_rows(profile, replace(real, task="long_stay"), [1.0],
+                                         tmp_path / "other", [0], names, published=published)
+    assert set(other_task.commit) != {"pub"}  # mortality's published rows are not long stay's seed 0
     fitted = rows.dropna(subset=["multiple"]).set_index(["method", "seed"]).auroc_ensemble
     assert fitted[("timevae", 0)] != fitted[("timevae", 1)]  # another seed is another fit
     text = budget_curves.seeds_markdown(rows)
