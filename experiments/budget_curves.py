@@ -331,6 +331,13 @@ def main(argv=None) -> int:
         profile = with_overrides(get_profile(args.profile), **overrides)
     except ValueError as error:
         parser.error(str(error))
+    try:  # numbers, named in one line, before any data is read
+        multiples = [float(m) for m in args.multipliers.split(",") if m]
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError as error:
+        parser.error(f"--multipliers takes numbers and --seeds integers, comma-separated: {error}")
+    if not multiples or min(multiples) <= 0 or not seeds:
+        parser.error(f"--multipliers must be positive and --seeds non-empty, got {args.multipliers!r}, {args.seeds!r}")
     names = tuple(n for n in args.methods.split(",") if n)
     refit = tuple(n for n in args.refit.split(",") if n)
     if unknown := sorted(set(names + refit) - set(METHODS)):
@@ -345,7 +352,6 @@ def main(argv=None) -> int:
     dataset = _dataset(args, work)
     real = real_data.load_real(dataset, args.task, profile, seed=args.seed)
     start = time.perf_counter()
-    multiples = [float(m) for m in args.multipliers.split(",")]
     commit, dirty = git_state(("tardiff", "experiments"))  # a row fitted with uncommitted code is not HEAD's
     if args.command == "measure":
         table = measure(profile, real, work / "measure", args.seed)
@@ -355,7 +361,6 @@ def main(argv=None) -> int:
         print(budget_markdown(table))
         name, extra = "budget", {"load_average": os.getloadavg()}
     elif args.command == "seeds":
-        seeds = [int(s) for s in args.seeds.split(",") if s]
         rows = seed_rows(profile, real, multiples, work, seeds, names, commit=commit, published=out / "curves.csv")
         out.mkdir(parents=True, exist_ok=True)
         rows.to_csv(out / "fit_seeds.csv", index=False)

@@ -153,3 +153,13 @@ def test_other_seeds_refit_every_row_and_seed_zero_is_the_published_one(tmp_path
     assert "| seed 0 | seed 1 | mean | range |" in text and "- seed 1: " in text
     spread = abs(fitted[("cfg", 0)] - fitted[("cfg", 1)])
     assert f"{spread:.3f} |" in text.split("| cfg |")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize("argv, named", [(["seeds", "--seeds", "a"], "--seeds integers"),
+                                         (["curves", "--multipliers", "x"], "--multipliers takes numbers"),
+                                         (["seeds", "--multipliers", "-1"], "must be positive"),
+                                         (["render", "--out", "absent"], "curves.csv")])
+def test_bad_arguments_are_refused_in_one_line_before_any_data_is_read(argv, named, capsys, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        budget_curves.main(argv[:-1] + [str(tmp_path / argv[-1])] if argv[0] == "render" else argv)
+    assert stop.value.code == 2 and named in capsys.readouterr().err
